@@ -1,0 +1,3 @@
+from physiofm.cli import main
+
+main()

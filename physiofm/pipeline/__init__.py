@@ -1,0 +1,1 @@
+"""Readers, preprocessing, writers, manifests and the build orchestrator."""

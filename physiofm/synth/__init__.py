@@ -1,0 +1,1 @@
+"""Layout-exact generators of the archives physiofm reads (for tests and demos)."""

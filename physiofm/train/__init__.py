@@ -1,0 +1,1 @@
+"""Streaming datasets, training loops, metrics and checkpoints."""
