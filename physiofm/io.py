@@ -1,0 +1,90 @@
+"""All file access goes through fsspec, so a local path and an ``s3://`` URL behave the same.
+
+Writes that must never be seen half-done go through :func:`atomic_write`: on a local
+filesystem the bytes go to a temporary name in the same folder and are renamed into place;
+on object stores (S3) an object only becomes visible when its upload completes, so the
+final key is written directly.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+StorageOptions = dict[str, Any]
+
+
+def url_to_fs(url: str, storage_options: StorageOptions | None = None):
+    """Return ``(filesystem, path)`` for a local path or any fsspec URL."""
+    return fsspec.core.url_to_fs(str(url), **(storage_options or {}))
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts with ``/`` (works for paths and for URLs)."""
+    out = str(base).rstrip("/")
+    for part in parts:
+        part = str(part).strip("/")
+        if part:
+            out = f"{out}/{part}"
+    return out
+
+
+def is_local(fs) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def full_url(fs, path: str) -> str:
+    """A URL for ``path`` on ``fs`` that other processes can open (``s3://bucket/key``)."""
+    return path if is_local(fs) else fs.unstrip_protocol(path)
+
+
+@contextmanager
+def atomic_write(fs, path: str, mode: str = "wb") -> Iterator[IO]:
+    """Open ``path`` for writing so that it appears complete or not at all."""
+    if is_local(fs):
+        folder = os.path.dirname(path)
+        os.makedirs(folder or ".", exist_ok=True)
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            with open(tmp, mode) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+    else:
+        handle = fs.open(path, mode)
+        try:
+            yield handle
+        except BaseException:
+            if hasattr(handle, "discard"):
+                handle.discard()  # abandon the upload: the object never appears
+                handle.closed = True  # and never upload on garbage collection
+            raise
+        handle.close()
+
+
+def write_bytes(fs, path: str, data: bytes) -> None:
+    with atomic_write(fs, path) as handle:
+        handle.write(data)
+
+
+def parse_storage_options(pairs: list[str] | None) -> StorageOptions:
+    """``["endpoint_url=http://127.0.0.1:5000", "anon=false"]`` → a storage-options dict."""
+    options: StorageOptions = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"storage option {pair!r} is not KEY=VALUE")
+        key, value = pair.split("=", 1)
+        lowered = value.lower()
+        options[key] = True if lowered == "true" else False if lowered == "false" else value
+    return options

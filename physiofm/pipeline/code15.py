@@ -1,0 +1,97 @@
+"""CODE-15%: ``exams.csv`` + ``exams_part*.hdf5`` (``tracings`` (N, 4096, 12) float32 at 400 Hz).
+
+Rows are matched to the CSV by ``exam_id`` (not position); the last row of every part is
+zero padding and is skipped; short exams are zero-padded in the file and the padding is
+stripped before windowing (the recipe then keeps a last window of ≥ 7 s).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from itertools import groupby
+
+import h5py
+import numpy as np
+import polars as pl
+
+from physiofm.io import join, url_to_fs
+from physiofm.pipeline.records import Item, Record, Reject, Signal
+
+NAME = "code15"
+KIND = "ecg"
+FS = 400.0
+LEADS = ["DI", "DII", "DIII", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+VALUE_TO_MV = 0.1  # tracings are stored at a scale of 1e-4 V per unit
+LABELS = ("1dAVb", "RBBB", "LBBB", "SB", "ST", "AF", "normal_ecg")
+
+
+def detect(root: str) -> bool:
+    fs, base = url_to_fs(root)
+    return fs.exists(join(base, "exams.csv")) and bool(fs.glob(join(base, "*.hdf5")))
+
+
+def _bool(value: str | None) -> bool | None:
+    return {"true": True, "false": False, "1": True, "0": False}.get((value or "").strip().lower())
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def list_items(root: str) -> list[Item]:
+    fs, base = url_to_fs(root)
+    with fs.open(join(base, "exams.csv"), "rb") as handle:
+        exams = pl.read_csv(handle, infer_schema_length=0)
+    rows: dict[str, dict[int, int]] = {}
+    for path in sorted(fs.glob(join(base, "*.hdf5"))):
+        with fs.open(path, "rb") as handle, h5py.File(handle, "r") as h5:
+            ids = h5["exam_id"][:]
+        rows[path.rsplit("/", 1)[-1]] = {int(e): i for i, e in enumerate(ids) if e != 0}
+    items = []
+    for row in exams.iter_rows(named=True):
+        part = row["trace_file"]
+        index = rows.get(part, {}).get(int(row["exam_id"]), -1)
+        meta = {"age": _float(row.get("age")),
+                "sex": {True: "male", False: "female"}.get(_bool(row.get("is_male"))),
+                "nn_predicted_age": _float(row.get("nn_predicted_age")),
+                "death": _bool(row.get("death")), "timey": _float(row.get("timey"))}
+        meta.update({label: _bool(row.get(label)) for label in LABELS})
+        items.append(Item(id=row["exam_id"], path=part, extra=(index, row.get("patient_id"), json.dumps(meta))))
+    return sorted(items, key=lambda item: (item.path, item.extra[0]))
+
+
+def _strip_padding(tracing: np.ndarray) -> np.ndarray:
+    """(12, T) without the all-zero columns before the first and after the last sample."""
+    nonzero = np.flatnonzero(np.any(tracing != 0, axis=0))
+    return tracing[:, nonzero[0]:nonzero[-1] + 1] if len(nonzero) else tracing[:, :0]
+
+
+def read(root: str, items: list[Item]) -> Iterator[Record | Reject]:
+    fs, base = url_to_fs(root)
+    for part, group in groupby(items, key=lambda item: item.path):
+        group = list(group)
+        missing = [item for item in group if item.extra[0] < 0]
+        for item in missing:
+            yield Reject(NAME, part, "read", f"exam_id {item.id} is not in {part}", item.id)
+        present = [item for item in group if item.extra[0] >= 0]
+        if not present:
+            continue
+        try:
+            with fs.open(join(base, part), "rb") as handle, h5py.File(handle, "r") as h5:
+                tracings = h5["tracings"][sorted({item.extra[0] for item in present})]
+        except (OSError, KeyError, ValueError) as error:
+            for item in present:
+                yield Reject(NAME, part, "read", f"unreadable HDF5 part {part}: {error}", item.id)
+            continue
+        position = {row: i for i, row in enumerate(sorted({item.extra[0] for item in present}))}
+        for item in present:
+            tracing = _strip_padding(tracings[position[item.extra[0]]].T)
+            if tracing.shape[1] == 0:
+                yield Reject(NAME, part, "read", "all-zero tracing", item.id)
+                continue
+            signal = Signal(np.ascontiguousarray(tracing * VALUE_TO_MV, dtype=np.float32), FS, LEADS, "mV")
+            yield Record(NAME, item.id, part, {"ecg": signal}, item.extra[1], json.loads(item.extra[2]))

@@ -1,0 +1,70 @@
+"""Any WFDB tree: every ``.hea`` below the source folder is a record (any lead count, any format)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from physiofm.io import join, url_to_fs
+from physiofm.pipeline.records import Item, Record, Reject, Signal
+from physiofm.pipeline.wfdb_format import Header, HeaderError, parse_header, read_signals
+
+NAME = "wfdb"
+KIND = "ecg"
+
+
+def detect(root: str) -> bool:
+    fs, base = url_to_fs(root)
+    return bool(fs.glob(join(base, "**/*.hea"), maxdepth=6))
+
+
+def _relative(base: str, path: str) -> str:
+    return path[len(base.rstrip("/")) + 1:]
+
+
+def _estimate(fs, path: str) -> int:
+    """Rough 10-s window count from the record line (1 if the header is unreadable)."""
+    try:
+        with fs.open(path, "rb") as handle:
+            first = handle.readline(512).split()
+        return max(1, round(float(first[3]) / float(first[2].split(b"/")[0].split(b"(")[0]) / 10))
+    except Exception:  # noqa: BLE001 - an estimate only; the read stage reports the real problem
+        return 1
+
+
+def list_headers(root: str, pattern: str = "**/*.hea") -> list[Item]:
+    fs, base = url_to_fs(root)
+    paths = sorted(fs.glob(join(base, pattern)))
+    return [Item(id=_relative(base, p)[:-4], path=_relative(base, p), est_windows=_estimate(fs, p)) for p in paths]
+
+
+def list_items(root: str) -> list[Item]:
+    return list_headers(root)
+
+
+def load(fs, base: str, item: Item) -> tuple[Header, Signal]:
+    """Read one record's header and signals; raise ``ValueError`` with the reason on failure."""
+    header_path = join(base, item.path)
+    try:
+        text = fs.cat_file(header_path).decode("latin-1")
+    except FileNotFoundError:
+        raise ValueError(f"missing header {item.path}") from None
+    try:
+        header = parse_header(text)
+    except HeaderError as error:
+        raise ValueError(f"garbage header: {error}") from None
+    folder = header_path.rsplit("/", 1)[0]
+    record_name = item.path.rsplit("/", 1)[-1][:-4]
+    data, channels = read_signals(fs, folder, header, record_name)
+    return header, Signal(data, header.fs, channels, "mV")
+
+
+def read(root: str, items: list[Item], dataset: str = NAME) -> Iterator[Record | Reject]:
+    fs, base = url_to_fs(root)
+    for item in items:
+        try:
+            header, signal = load(fs, base, item)
+        except ValueError as error:
+            yield Reject(dataset, item.path, "read", str(error), item.id)
+            continue
+        meta = {"comments": "; ".join(header.comments)} if header.comments else {}
+        yield Record(dataset, item.id, item.path, {"ecg": signal}, None, meta)
