@@ -17,6 +17,7 @@ How a build stays correct when it is killed, resumed, or run with any number of 
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 import json
 import multiprocessing
 import os
@@ -115,16 +116,17 @@ def run_unit(task: UnitTask) -> dict:
     info = writer.close()
     marker = {"index": task.index, "shard": asdict(info) if info else None, "records_read": read,
               "items": len(task.items), "rows": rows, "rejects": [asdict(r) for r in rejects]}
-    write_bytes(fs, join(out, STATE, f"unit-{task.index:06d}.json"), json_bytes(marker))
-    return marker
+    payload = json_bytes(marker)
+    write_bytes(fs, join(out, STATE, f"unit-{task.index:06d}.json"), payload)
+    return json.loads(payload)  # exactly what a resumed build reads back
 
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "physiofm": physiofm.__version__}
     for name in ("numpy", "scipy", "wfdb", "zarr", "polars", "pyarrow", "h5py", "mne"):
         try:
-            out[name] = importlib.import_module(name).__version__
-        except ImportError:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             pass
     return out
 
@@ -213,6 +215,8 @@ def build(
     units = plan_units(items, int(resolved["output"]["shard_size"]))
     if plan is None:
         write_bytes(fs, plan_path, json_bytes({"fingerprint": fingerprint, "units": len(units)}))
+    for leftover in fs.glob(join(root, "wds", ".*.tmp-*")):  # a killed worker's unpublished shard
+        fs.rm(leftover)
     markers: dict[int, dict] = {}
     for path in fs.glob(join(root, STATE, "unit-*.json")):
         marker = json.loads(fs.cat_file(path))

@@ -17,6 +17,7 @@ from physiofm.pipeline.leads import STANDARD_LEADS, lead_mapping
 from physiofm.pipeline.records import Record, Reject
 
 MODALITIES = ("ecg",)
+_IDENTITY = np.arange(len(STANDARD_LEADS))
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -73,10 +74,14 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
             rejects.append(Reject(record.dataset, record.source, "transform",
                                   f"no standard ECG lead among channels {signal.channels}", record.record_id))
             continue
-        data = np.zeros((len(STANDARD_LEADS), signal.data.shape[1]), dtype=np.float32)
-        data[dst] = signal.data[src] * np.float32(T.unit_scale(signal.unit))
+        scale = T.unit_scale(signal.unit)
         present = np.zeros(len(STANDARD_LEADS), dtype=bool)
         present[dst] = True
+        if len(dst) == len(STANDARD_LEADS) and (src == _IDENTITY).all() and (dst == _IDENTITY).all():
+            data = np.asarray(signal.data, dtype=np.float64) * scale if scale != 1 else np.asarray(signal.data, np.float64)
+        else:
+            data = np.zeros((len(STANDARD_LEADS), signal.data.shape[1]), dtype=np.float64)
+            data[dst] = signal.data[src] * scale
         groups[(float(signal.fs), data.shape[1])].append((position, record, data, present))
 
     outputs: dict[int, tuple[list[dict], np.ndarray]] = {}  # record position -> (rows, windows)

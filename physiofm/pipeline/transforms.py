@@ -101,6 +101,13 @@ def window_fraction(mask: np.ndarray, fs: float, window_s: float, count: int) ->
     """Fraction of samples per window where ``mask`` (..., T) is True, mapped by time."""
     length = mask.shape[-1]
     per = window_s * fs
+    if float(per).is_integer():  # windows of whole samples: a reshape instead of a cumulative sum
+        per = int(per)
+        need = count * per
+        if length < need:
+            mask = np.concatenate([mask, np.zeros((*mask.shape[:-1], need - length), dtype=bool)], axis=-1)
+        counts = mask[..., :need].reshape(*mask.shape[:-1], count, per).sum(axis=-1)
+        return counts / per
     bounds = np.minimum(np.round(np.arange(count + 1) * per).astype(np.int64), length)
     csum = np.concatenate(
         [np.zeros((*mask.shape[:-1], 1), dtype=np.int64), np.cumsum(mask, axis=-1, dtype=np.int64)], axis=-1

@@ -116,7 +116,7 @@ def parse_header(text: str) -> Header:
 
 
 def read_signals(fs, folder: str, header: Header, record_name: str) -> tuple[np.ndarray, list[str]]:
-    """Physical signals (n_sig, n_samples) in mV, float32, NaN where the source marks invalid.
+    """Physical signals (n_sig, n_samples) in mV, float64, NaN where the source marks invalid.
 
     ``record_name`` is the header file's name without ``.hea`` (real headers do not always
     repeat it correctly on their record line).
@@ -149,17 +149,19 @@ def _read_format16(fs, folder: str, header: Header) -> np.ndarray:
         count = available if n is None else n
         if available < count:
             raise ValueError(f"truncated signal file {file}: {len(raw)} bytes, expected {start + count * frame}")
-        digital = np.frombuffer(raw, dtype="<i2", count=count * len(index), offset=start).reshape(count, len(index)).T
+        digital = np.frombuffer(raw, dtype="<i2", count=count * len(index), offset=start).reshape(count, len(index))
         if out is None:
-            out = np.empty((header.n_sig, count), dtype=np.float32)
+            out = np.empty((header.n_sig, count), dtype=np.float64)
         elif out.shape[1] != count:
             raise ValueError(f"signal files disagree on the sample count ({out.shape[1]} vs {count})")
         specs = [header.signals[i] for i in index]
-        gain = np.array([s.gain / unit_scale(s.units) for s in specs], dtype=np.float32)[:, None]
-        baseline = np.array([s.baseline for s in specs], dtype=np.float32)[:, None]
-        values = (digital.astype(np.float32) - baseline) / gain
-        values[digital == -32768] = np.nan
-        out[index] = values
+        scale = np.array([unit_scale(s.units) / s.gain for s in specs])
+        baseline = np.array([s.baseline for s in specs], dtype=np.float64)
+        values = (digital - baseline) * scale  # (count, k) float64, one pass
+        invalid = digital == -32768
+        if invalid.any():
+            values[invalid] = np.nan
+        out[index] = values.T
     if out.shape[1] == 0:
         raise ValueError("record has no samples")
     return out
@@ -195,5 +197,5 @@ def _read_with_wfdb(fs, folder: str, header: Header, record_name: str) -> np.nda
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    scale = np.array([unit_scale(u or "mV") for u in record.units], dtype=np.float32)[:, None]
-    return (record.p_signal.T.astype(np.float32)) * scale
+    scale = np.array([unit_scale(u or "mV") for u in record.units])[:, None]
+    return record.p_signal.T * scale

@@ -1,0 +1,220 @@
+"""Reader for DREAMER (Katsigiannis & Ramzan, IEEE JBHI 2018): EEG + ECG of 23 x 18 film clips.
+
+Layout (``shared/docs/datasets.md`` §1): one MATLAB v5 file ``DREAMER.mat`` holding the struct
+``DREAMER``; ``Data{s}.EEG.{baseline,stimuli}{t}`` are M x 14 (128 Hz) and
+``Data{s}.ECG.{baseline,stimuli}{t}`` M x 2 (256 Hz) doubles, scores 1-5.  The file is read
+**once per process** (module cache keyed by URL and size) and every ``read`` call, for any
+subset of items, reuses it.
+
+Units.  EEG is Emotiv raw values in uV with their ~4 mV DC level, passed on unchanged (the
+pipeline's high-pass removes the level).  ECG is stored device-native by Shimmer2; values that
+look like 12-bit ADC counts (median magnitude > 50) are converted with Shimmer's default ECG
+calibration, ``mV = (counts - 2060) * 3000 / 4095 / 175``, anything else is taken as mV.  The
+two ECG columns are unnamed in the dataset and called ``ECG1``, ``ECG2`` here.
+
+Each trial gives a stimulus record and, with ``baseline=True``, the 61-s baseline before it;
+EEG and ECG of a record both start at the segment start and are cropped to the same length.
+
+``load_mat`` and ``all_nan_reason`` are shared with the AMIGOS reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import numpy as np
+from fsspec import AbstractFileSystem
+from scipy.io import loadmat
+from scipy.io.matlab import matfile_version
+
+from physiofm.pipeline.records import Item, Record, Reject, Signal
+
+NAME = "dreamer"
+FILE = "DREAMER.mat"
+SCORE_MIN, SCORE_MAX = 1, 5
+SHIMMER_ECG_OFFSET = 2060  # Shimmer2 default ECG calibration: 12-bit ADC offset ...
+SHIMMER_ECG_MV_PER_COUNT = 3000 / 4095 / 175  # ... 3 V reference, amplifier gain 175
+EMOTIV_CHANNELS = ("AF3", "F7", "F3", "FC5", "T7", "P7", "O1", "O2", "P8", "T8", "FC6", "F4", "F8", "AF4")
+_FIELDS = ("Data", "EEG_SamplingRate", "ECG_SamplingRate")
+_SCORES = {"valence": "ScoreValence", "arousal": "ScoreArousal", "dominance": "ScoreDominance"}
+_BASELINE_WINDOWS = 6  # 61-s baseline in 10-s windows
+
+
+def load_mat(fs: AbstractFileSystem, path: str) -> dict[str, Any]:
+    """``scipy.io.loadmat`` of a level-5 MAT file through fsspec (raw, not squeezed).
+
+    Raises ``ValueError`` with a reason a person can act on for v4, v7.3 (HDF5), truncated
+    or otherwise unreadable files.
+    """
+    with fs.open(path, "rb") as fh:
+        try:
+            major, _ = matfile_version(fh)
+        except Exception as exc:  # scipy raises several types for non-MAT content
+            raise ValueError(f"not a MAT file ({exc})") from exc
+        if major == 0:
+            raise ValueError("MATLAB v4 MAT-file; expected a level-5 (v5/v7) MAT-file")
+        if major == 2:
+            raise ValueError("MATLAB v7.3 (HDF5) MAT-file; expected a level-5 (v5/v7) MAT-file")
+        fh.seek(0)
+        try:
+            return loadmat(fh)
+        except Exception as exc:
+            raise ValueError(f"truncated or corrupt MAT file ({type(exc).__name__}: {exc})") from exc
+
+
+def all_nan_reason(signals: dict[str, Signal]) -> str | None:
+    """The reject reason when a modality holds no finite sample (or no sample), else None."""
+    for name, signal in signals.items():
+        if signal.data.size == 0:
+            return f"no samples in {name}"
+        if not np.isfinite(signal.data).any():
+            return f"all samples are NaN in {name}"
+    return None
+
+
+@dataclass
+class _Dreamer:
+    subjects: np.ndarray  # (n,) participant structs as loaded by scipy (raw indexing)
+    eeg_fs: float
+    ecg_fs: float
+    electrodes: list[str]
+
+
+_CACHE: dict[tuple[str, int], _Dreamer | str] = {}  # the last file loaded: parsed, or why not
+
+
+def _parse(mat: dict[str, Any]) -> _Dreamer:
+    top = mat.get("DREAMER")
+    if top is None or top.dtype.names is None:
+        raise ValueError("no struct variable 'DREAMER' in the MAT file")
+    missing = [f for f in _FIELDS if f not in top.dtype.names]
+    if missing:
+        raise ValueError(f"struct DREAMER lacks field(s) {', '.join(missing)}")
+    d = top[0, 0]
+    electrodes = list(EMOTIV_CHANNELS)
+    if "EEG_Electrodes" in top.dtype.names:
+        electrodes = [str(np.ravel(e)[0]) for e in d["EEG_Electrodes"].ravel()]
+    return _Dreamer(d["Data"].ravel(), float(d["EEG_SamplingRate"].squeeze()),
+                    float(d["ECG_SamplingRate"].squeeze()), electrodes)  # fmt: skip
+
+
+def _load(root: str) -> _Dreamer | str:
+    """The parsed file under ``root`` (cached per process), or the reason it cannot be read."""
+    fs, base = fsspec.core.url_to_fs(root)
+    path = f"{base.rstrip('/')}/{FILE}"
+    try:
+        key = (fs.unstrip_protocol(path), int(fs.size(path)))
+    except FileNotFoundError:
+        return f"{FILE} not found"
+    if key not in _CACHE:
+        _CACHE.clear()  # keep one file: the real one holds ~2 GB of doubles once loaded
+        try:
+            _CACHE[key] = _parse(load_mat(fs, path))
+        except ValueError as exc:
+            _CACHE[key] = str(exc)
+    return _CACHE[key]
+
+
+def _field(struct: np.ndarray, name: str) -> np.ndarray:
+    """``struct[name][0, 0]`` of a raw-loaded 1x1 struct, with a clear error."""
+    if struct.dtype.names is None or name not in struct.dtype.names:
+        raise ValueError(f"participant struct lacks field {name}")
+    return np.asarray(struct[name]).reshape(-1)[0]
+
+
+def _trial_matrix(subject: np.ndarray, modality: str, segment: str, trial: int, columns: int) -> np.ndarray:
+    """The M x columns matrix of ``Data{s}.<modality>.<segment>{trial}`` as (columns, M)."""
+    cells = _field(_field(subject, modality), segment).reshape(-1)
+    if trial > cells.size:
+        raise ValueError(f"{modality}.{segment} has {cells.size} trials, not {trial}")
+    x = np.asarray(cells[trial - 1], dtype=np.float64)
+    if x.size == 0:
+        raise ValueError(f"empty {modality}.{segment} trial")
+    if x.ndim != 2 or x.shape[1] != columns:
+        raise ValueError(f"{modality}.{segment} trial is {x.shape}, expected (M, {columns})")
+    return x.T
+
+
+def _text(subject: np.ndarray, name: str) -> str | None:
+    """A char field (``Age``, ``Gender``) as text; None when absent or empty."""
+    if name not in (subject.dtype.names or ()):
+        return None
+    value = np.ravel(_field(subject, name))
+    return str(value[0]).strip() if value.size else None
+
+
+def _ecg_mv(x: np.ndarray) -> np.ndarray:
+    """Shimmer2 device values to mV (12-bit counts when they look like counts; else mV)."""
+    if np.nanmedian(np.abs(x)) > 50:
+        return (x - SHIMMER_ECG_OFFSET) * SHIMMER_ECG_MV_PER_COUNT
+    return x
+
+
+def _meta(subject: np.ndarray, trial: int) -> dict[str, Any]:
+    meta: dict[str, Any] = {"trial": trial}
+    for key, field in _SCORES.items():
+        scores = np.ravel(_field(subject, field))
+        meta[key] = int(scores[trial - 1]) if trial <= scores.size else None
+    age = _text(subject, "Age")
+    meta |= {"score_min": SCORE_MIN, "score_max": SCORE_MAX,
+             "age": int(age) if age and age.isdigit() else age, "gender": _text(subject, "Gender")}  # fmt: skip
+    return meta
+
+
+def detect(root: str) -> bool:
+    """A ``DREAMER.mat`` directly under ``root``."""
+    fs, base = fsspec.core.url_to_fs(root)
+    return bool(fs.isfile(f"{base.rstrip('/')}/{FILE}"))
+
+
+def list_items(root: str) -> list[Item]:
+    """One item per (subject, clip), ``s01_t01`` ...; a single ``DREAMER`` item if unreadable."""
+    loaded = _load(root)
+    if isinstance(loaded, str):
+        return [Item(id="DREAMER", path=FILE)]
+    items = []
+    for s, subject in enumerate(loaded.subjects, start=1):
+        try:
+            lengths = [np.shape(x)[0] if np.size(x) else 0 for x in _field(_field(subject, "EEG"), "stimuli").ravel()]
+        except ValueError:
+            lengths = [0] * 18  # listed anyway: read() says what is wrong
+        for t, m in enumerate(lengths, start=1):
+            est = max(1, round(m / loaded.eeg_fs / 10)) + _BASELINE_WINDOWS
+            items.append(Item(id=f"s{s:02d}_t{t:02d}", path=FILE, est_windows=est, extra=(s, t)))
+    return items
+
+
+def read(root: str, items: list[Item], *, baseline: bool = True) -> Iterator[Record | Reject]:
+    """Stimulus (and baseline) records of the listed trials; rejects say why one is missing."""
+    loaded = _load(root)
+    for item in items:
+        if isinstance(loaded, str) or len(item.extra) != 2:
+            reason = loaded if isinstance(loaded, str) else "not a (subject, clip) item"
+            yield Reject(NAME, FILE, "read", reason, record_id=item.id)
+            continue
+        s, t = item.extra
+        for segment in ("stimulus", "baseline") if baseline else ("stimulus",):
+            record_id = item.id if segment == "stimulus" else f"{item.id}_baseline"
+            try:
+                subject = loaded.subjects[s - 1]
+                key = "stimuli" if segment == "stimulus" else "baseline"
+                eeg = _trial_matrix(subject, "EEG", key, t, len(loaded.electrodes))
+                ecg = _ecg_mv(_trial_matrix(subject, "ECG", key, t, 2))
+                meta = _meta(subject, t) | {"segment": segment}
+            except (ValueError, IndexError) as exc:
+                yield Reject(NAME, FILE, "read", str(exc), record_id=record_id)
+                continue
+            seconds = min(eeg.shape[1] / loaded.eeg_fs, ecg.shape[1] / loaded.ecg_fs)
+            signals = {
+                "eeg": Signal(eeg[:, : round(seconds * loaded.eeg_fs)].astype(np.float32), loaded.eeg_fs,
+                              loaded.electrodes, unit="uV"),
+                "ecg": Signal(ecg[:, : round(seconds * loaded.ecg_fs)].astype(np.float32), loaded.ecg_fs,
+                              ["ECG1", "ECG2"], unit="mV"),
+            }  # fmt: skip
+            if reason := all_nan_reason(signals):
+                yield Reject(NAME, FILE, "read", reason, record_id=record_id)
+                continue
+            yield Record(NAME, record_id, FILE, signals, subject_id=f"{s:02d}", meta=meta)
