@@ -79,7 +79,8 @@ def plan_units(items: list[Item], shard_size: int) -> list[list[Item]]:
     return units
 
 
-def _batches(iterator: Iterator, size: int) -> Iterator[list]:
+def _batches(iterator: Iterator, size: int | None) -> Iterator[list]:
+    """Lists of ``size`` items (all of them when ``size`` is None)."""
     while batch := list(islice(iterator, size)):
         yield batch
 
@@ -91,7 +92,7 @@ def shard_name(index: int) -> str:
 def run_unit(task: UnitTask) -> dict:
     """Process one unit: write its shard and its marker; return the marker's content."""
     reader = corpora.get(task.corpus)
-    preparer = importlib.import_module(PREPARERS[reader.KIND])
+    preparer = importlib.import_module(PREPARERS[corpora.kind_of(task.corpus)])
     fs, out = url_to_fs(task.out, task.storage_options)
     name = shard_name(task.index)
     writer = TarShardWriter(fs, join(out, "wds", name))
@@ -99,7 +100,7 @@ def run_unit(task: UnitTask) -> dict:
     rejects: list[Reject] = []
     read = 0
     try:
-        for batch in _batches(iter(reader.read(task.source, task.items)), BATCH_RECORDS):
+        for batch in _batches(iter(reader.read(task.source, task.items)), getattr(preparer, "BATCH_RECORDS", BATCH_RECORDS)):
             records = [r for r in batch if isinstance(r, Record)]
             rejects.extend(r for r in batch if isinstance(r, Reject))
             read += len(records)
@@ -224,7 +225,7 @@ def build(
     tasks = [UnitTask(i, corpus, source, out, resolved, unit, dict(storage_options or {}))
              for i, unit in enumerate(units) if i not in markers]
 
-    preparer = importlib.import_module(PREPARERS[reader.KIND])
+    preparer = importlib.import_module(PREPARERS[corpora.kind_of(corpus)])
     group = open_zarr_group(fs, join(root, "zarr"), mode="w", storage_options=storage_options)
     appenders: dict[str, ZarrAppender] = {}
     out_cfg = resolved["output"]
@@ -266,11 +267,11 @@ def build(
     zarr_rows = {modality: appender.close() for modality, appender in appenders.items()}
     shapes = {modality: list(appender.sample_shape) for modality, appender in appenders.items()}
 
-    return _finish(fs, root, out, source, corpus, reader, preparer, resolved, fingerprint, units,
+    return _finish(fs, root, out, source, corpus, preparer, resolved, fingerprint, units,
                    markers, zarr_rows, shapes, started)
 
 
-def _finish(fs, root, out, source, corpus, reader, preparer, recipe, fingerprint, units, markers,
+def _finish(fs, root, out, source, corpus, preparer, recipe, fingerprint, units, markers,
             zarr_rows, sample_shapes, started) -> dict:
     ordered = [markers[i] for i in range(len(units))]
     rows = [row for marker in ordered for row in marker["rows"]]
@@ -312,7 +313,7 @@ def _finish(fs, root, out, source, corpus, reader, preparer, recipe, fingerprint
               "samples": manifest.height, "windows_rejected": sum(1 for r in reject_rows if r["stage"] == "quality"),
               "rejects": len(reject_rows), "shards": shards.height,
               "rejected_by_reason": dict(sorted(reasons.items()))}
-    build_info = {**fingerprint, "physiofm_version": physiofm.__version__, "kind": reader.KIND,
+    build_info = {**fingerprint, "physiofm_version": physiofm.__version__, "kind": corpora.kind_of(corpus),
                   "modalities": list(modalities), "sample_shapes": sample_shapes,
                   "dtype": recipe["output"]["dtype"], "recipe": recipe, "counts": counts,
                   "versions": _versions()}

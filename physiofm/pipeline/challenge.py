@@ -14,7 +14,6 @@ from physiofm.pipeline import wfdb_dir
 from physiofm.pipeline.records import Item, Record, Reject
 
 NAME = "challenge"
-KIND = "ecg"
 
 
 def detect(root: str) -> bool:

@@ -19,7 +19,6 @@ from physiofm.io import join, url_to_fs
 from physiofm.pipeline.records import Item, Record, Reject, Signal
 
 NAME = "code15"
-KIND = "ecg"
 FS = 400.0
 LEADS = ["DI", "DII", "DIII", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 VALUE_TO_MV = 0.1  # tracings are stored at a scale of 1e-4 V per unit

@@ -20,6 +20,11 @@ ECG_FORMATS = ("code15", "mimic-iv-ecg", "ptbxl", "challenge", "wfdb")
 EMOTION_DATASETS = ("dreamer", "amigos", "mahnob")
 
 
+def kind_of(name: str) -> str:
+    """``"ecg"`` or ``"emotion"``: which preparation a corpus's records go through."""
+    return "ecg" if name in ECG_FORMATS else "emotion"
+
+
 def get(name: str) -> ModuleType:
     if name not in _MODULES:
         raise ValueError(f"unknown format {name!r}; choose one of {', '.join(_MODULES)} or 'auto'")

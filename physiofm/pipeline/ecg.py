@@ -14,6 +14,7 @@ import numpy as np
 
 from physiofm.pipeline import transforms as T
 from physiofm.pipeline.leads import STANDARD_LEADS, lead_mapping
+from physiofm.pipeline.quality import drop_reason, window_flags
 from physiofm.pipeline.records import Record, Reject
 
 MODALITIES = ("ecg",)
@@ -34,27 +35,6 @@ def _mapping(channels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
 def sample_shape(recipe: dict) -> dict[str, tuple[int, ...]]:
     window = recipe["window"]
     return {"ecg": (len(STANDARD_LEADS), int(window["seconds"]), int(window["patch"]))}
-
-
-def quality_flags(raw: np.ndarray, nan: np.ndarray, present: np.ndarray, windows: np.ndarray,
-                  fs: float, window_s: float, recipe: dict) -> dict[str, np.ndarray]:
-    """Per-window flags for a stack of records.
-
-    ``raw`` (R, C, T) source-rate values (NaN already zeroed), ``nan`` its NaN mask,
-    ``present`` (R, C) lead mask, ``windows`` (R, W, C, N, P) the processed windows.
-    """
-    quality = recipe["quality"]
-    count = windows.shape[1]
-    flags = {"q_nan": T.window_any(nan.any(axis=1), fs, window_s, count)}
-    top, bottom = raw.max(axis=-1, keepdims=True), raw.min(axis=-1, keepdims=True)
-    varying = (top > bottom)[..., 0] & present
-    at_extreme = ((raw == top) | (raw == bottom)) & varying[..., None]
-    clip_share = T.window_fraction(at_extreme, fs, window_s, count)  # (R, C, W)
-    flags["q_clip"] = (clip_share > quality["clip_fraction"]).any(axis=1)
-    peak = windows.max(axis=(-2, -1)) - windows.min(axis=(-2, -1))  # (R, W, C)
-    flags["q_flat"] = ((peak < quality["flat_ptp_mv"]) & present[:, None, :]).any(axis=-1)
-    flags["q_amplitude"] = (np.abs(windows).max(axis=(-2, -1)) > quality["amplitude_max_mv"]).any(axis=-1)
-    return flags
 
 
 def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray], list[dict], list[Reject]]:
@@ -106,7 +86,9 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
         filtered *= present[..., None]  # absent leads stay exactly zero
         valid = filtered.shape[-1]
         windows = T.to_windows(filtered.astype(np.float32), window, patch, count)  # (R, W, 12, N, P)
-        flags = quality_flags(raw, nan, present, windows, fs, window_s, recipe)
+        quality = recipe["quality"]
+        flags = window_flags(raw, nan, present, windows, fs, window_s, flat_ptp=quality["flat_ptp_mv"],
+                             clip_fraction=quality["clip_fraction"], amplitude_max=quality["amplitude_max_mv"])
         n_patches = np.minimum(window, valid - np.arange(count) * window)
         n_patches = -(-n_patches // patch)
         keep = np.ones(windows.shape[:2], dtype=bool)
@@ -120,9 +102,8 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
             for w in range(count):
                 row_flags = {name: bool(values[r, w]) for name, values in flags.items()}
                 if not keep[r, w]:
-                    reason = ", ".join(n[2:] for n, v in row_flags.items() if v and n[2:] in drop)
                     rejects.append(Reject(record.dataset, record.source, "quality",
-                                          f"window flagged {reason}", record.record_id, w))
+                                          drop_reason(row_flags, drop), record.record_id, w))
                     continue
                 rows.append({"key": sample_key(record.record_id, w), **base, "window_index": w,
                              "window_start_s": w * window_s, "n_patches": int(n_patches[w]),

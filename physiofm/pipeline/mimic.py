@@ -17,7 +17,6 @@ from physiofm.pipeline import wfdb_dir
 from physiofm.pipeline.records import Item, Record, Reject
 
 NAME = "mimic-iv-ecg"
-KIND = "ecg"
 RECORD_LIST = "record_list.csv"
 
 

@@ -18,7 +18,6 @@ from physiofm.pipeline import wfdb_dir
 from physiofm.pipeline.records import Item, Record, Reject
 
 NAME = "ptbxl"
-KIND = "ecg"
 DATABASE = "ptbxl_database.csv"
 STATEMENTS = "scp_statements.csv"
 

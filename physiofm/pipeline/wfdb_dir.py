@@ -9,7 +9,6 @@ from physiofm.pipeline.records import Item, Record, Reject, Signal
 from physiofm.pipeline.wfdb_format import Header, HeaderError, parse_header, read_signals
 
 NAME = "wfdb"
-KIND = "ecg"
 
 
 def detect(root: str) -> bool:

@@ -1,0 +1,127 @@
+"""EEG+ECG trial segments → paired windows: one sample holds both modalities of the same span.
+
+Each modality is converted to its unit (EEG µV, ECG mV), resampled from its own rate to
+200 Hz and band-passed with its own recipe section; then both are cut at the same 200-Hz
+sample indices, so a sample's ``eeg.npy`` (C_eeg, N, 200) and ``ecg.npy`` (C_ecg, N, 200)
+cover the same instant to within one sample.  Raw self-assessment scores are kept beside
+binary labels (``<target>_high = score > threshold``, the scale's midpoint by default, the
+threshold recorded in ``label_threshold``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from physiofm.pipeline import transforms as T
+from physiofm.pipeline.ecg import sample_key
+from physiofm.pipeline.quality import FLAGS, drop_reason, window_flags
+from physiofm.pipeline.records import Record, Reject
+
+MODALITIES = ("eeg", "ecg")
+BATCH_RECORDS = None  # a unit's records are prepared together: a trial's baseline meets its stimulus
+
+
+def _process(signal, section: dict, fs_out: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(raw in output units with NaN zeroed, NaN mask, filtered at fs_out) for one modality."""
+    raw = np.asarray(signal.data, dtype=np.float64) * T.unit_scale(signal.unit, section["unit"])
+    nan = np.isnan(raw)
+    if nan.any():
+        raw = np.where(nan, 0.0, raw)
+    low, high = section["bandpass"]
+    out = T.bandpass(T.resample(raw, signal.fs, fs_out), fs_out, low, high, order=section["order"])
+    if section["notch"]:
+        out = T.notch(out, fs_out, section["notch"], section["notch_q"])
+    return raw, nan, out
+
+
+def _threshold(recipe: dict, meta: dict) -> float:
+    setting = recipe["labels"]["threshold"]
+    if setting == "midpoint":
+        return (float(meta["score_min"]) + float(meta["score_max"])) / 2
+    return float(setting)
+
+
+def _baseline_means(records: list[Record], recipe: dict, fs_out: float) -> dict[tuple, dict[str, np.ndarray]]:
+    """Per-channel means of each trial's preprocessed baseline, keyed by (subject, trial)."""
+    means = {}
+    for record in records:
+        if record.meta.get("segment") == "baseline":
+            means[(record.subject_id, record.meta.get("trial"))] = {
+                m: _process(record.signals[m], recipe[m], fs_out)[2].mean(axis=-1, keepdims=True) for m in MODALITIES}
+    return means
+
+
+def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray], list[dict], list[Reject]]:
+    """Turn trial segments into paired samples: ``({"eeg": ..., "ecg": ...}, rows, rejects)``."""
+    fs_out = float(recipe["signal"]["fs"])
+    window_s, patch = float(recipe["window"]["seconds"]), int(recipe["window"]["patch"])
+    window = int(round(window_s * fs_out))
+    pad_min = int(round(float(recipe["window"]["pad_last_min_seconds"]) * fs_out))
+    last = float(recipe["window"]["last_seconds"])
+    mode = recipe["baseline"]["mode"]
+    drop = set(recipe["quality"]["drop"])
+    dtype = np.dtype(recipe["output"]["dtype"])
+    means = _baseline_means(records, recipe, fs_out) if mode == "subtract" else {}
+    arrays: dict[str, list[np.ndarray]] = {m: [] for m in MODALITIES}
+    rows: list[dict] = []
+    rejects: list[Reject] = []
+    for record in records:
+        segment = record.meta.get("segment", "stimulus")
+        if segment == "baseline" and mode != "samples":
+            continue
+        missing = [m for m in MODALITIES if m not in record.signals]
+        if missing:
+            rejects.append(Reject(record.dataset, record.source, "transform", f"no {' or '.join(missing)} signal",
+                                  record.record_id))
+            continue
+        seconds = min(s.data.shape[1] / s.fs for s in (record.signals[m] for m in MODALITIES))
+        span = int(np.floor(seconds * fs_out))
+        start = max(0, span - int(round(last * fs_out))) if last else 0
+        count = T.n_windows(span - start, window, pad_min)
+        if count == 0:
+            rejects.append(Reject(record.dataset, record.source, "transform",
+                                  f"shorter than one window ({(span - start) / fs_out:.2f} s < {window_s:g} s)",
+                                  record.record_id))
+            continue
+        flags = {name: np.zeros(count, dtype=bool) for name in FLAGS}
+        windows = {}
+        for modality in MODALITIES:
+            signal, section = record.signals[modality], recipe[modality]
+            raw, nan, filtered = _process(signal, section, fs_out)
+            if mode == "subtract" and segment == "stimulus":
+                base = means.get((record.subject_id, record.meta.get("trial")))
+                if base is not None:
+                    filtered = filtered - base[modality]
+            stack = T.to_windows(filtered[None, :, start:span], window, patch, count)  # (1, W, C, N, P)
+            present = np.ones((1, signal.data.shape[0]), dtype=bool)
+            offset = int(round(start * signal.fs / fs_out))
+            found = window_flags(raw[None], nan[None], present, stack, signal.fs, window_s,
+                                 flat_ptp=section["flat_ptp"], clip_fraction=recipe["quality"]["clip_fraction"],
+                                 amplitude_max=section["amplitude_max"], offset=offset)
+            for name in FLAGS:
+                flags[name] |= found[name][0]
+            windows[modality] = stack[0]
+        meta = dict(record.meta)
+        threshold = _threshold(recipe, meta)
+        labels = {f"{t}_high": (None if meta.get(t) is None else bool(float(meta[t]) > threshold))
+                  for t in recipe["labels"]["targets"]}
+        base_row = {"dataset": record.dataset, "record_id": record.record_id, "subject_id": record.subject_id,
+                    "source_path": record.source, "segment": segment, "label_threshold": threshold,
+                    **{f"{m}_fs": float(record.signals[m].fs) for m in MODALITIES},
+                    **{f"{m}_unit": recipe[m]["unit"] for m in MODALITIES},
+                    **{f"{m}_channels": list(record.signals[m].channels) for m in MODALITIES},
+                    "ecg_lead_mask": [True] * len(record.signals["ecg"].channels), **meta, **labels}
+        for w in range(count):
+            row_flags = {name: bool(flags[name][w]) for name in FLAGS}
+            reason = drop_reason(row_flags, drop)
+            if reason:
+                rejects.append(Reject(record.dataset, record.source, "quality", reason, record.record_id, w))
+                continue
+            valid = min(window, span - start - w * window)
+            rows.append({"key": sample_key(record.record_id, w), **base_row, "window_index": w,
+                         "window_start_s": (start + w * window) / fs_out, "n_patches": -(-valid // patch),
+                         **row_flags})
+            for modality in MODALITIES:
+                arrays[modality].append(windows[modality][w].astype(dtype))
+    out = {m: np.stack(v) if v else np.zeros((0,), dtype=dtype) for m, v in arrays.items()}
+    return out, rows, rejects

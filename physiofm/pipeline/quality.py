@@ -1,0 +1,42 @@
+"""Per-window quality flags, shared by every modality (thresholds come from the recipe)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from physiofm.pipeline import transforms as T
+
+FLAGS = ("q_nan", "q_flat", "q_clip", "q_amplitude")
+
+
+def window_flags(raw: np.ndarray, nan: np.ndarray, present: np.ndarray, windows: np.ndarray, fs: float,
+                 window_s: float, *, flat_ptp: float, clip_fraction: float, amplitude_max: float,
+                 offset: int = 0) -> dict[str, np.ndarray]:
+    """Flags (R, W) for windows of a stack of records.
+
+    ``raw`` (R, C, T) is the source-rate signal in output units with NaNs zeroed and ``nan``
+    its NaN mask; ``present`` (R, C) marks channels that exist in the source; ``windows``
+    (R, W, C, N, P) are the processed windows; ``offset`` is the source sample where window 0
+    starts.  A window is flagged *nan* if it overlaps a NaN sample, *flat* if a present
+    channel's peak-to-peak is below ``flat_ptp``, *clip* if more than ``clip_fraction`` of a
+    channel's samples sit at that channel's extreme value, *amplitude* if |x| exceeds
+    ``amplitude_max``.
+    """
+    count = windows.shape[1]
+    raw, nan = raw[..., offset:], nan[..., offset:]
+    top, bottom = raw.max(axis=-1, keepdims=True), raw.min(axis=-1, keepdims=True)
+    varying = (top > bottom)[..., 0] & present
+    at_extreme = ((raw == top) | (raw == bottom)) & varying[..., None]
+    peak = windows.max(axis=(-2, -1)) - windows.min(axis=(-2, -1))  # (R, W, C)
+    return {
+        "q_nan": T.window_any(nan.any(axis=1), fs, window_s, count),
+        "q_flat": ((peak < flat_ptp) & present[:, None, :]).any(axis=-1),
+        "q_clip": (T.window_fraction(at_extreme, fs, window_s, count) > clip_fraction).any(axis=1),
+        "q_amplitude": (np.abs(windows).max(axis=(-2, -1)) > amplitude_max).any(axis=-1),
+    }
+
+
+def drop_reason(flags: dict[str, bool], drop: set[str]) -> str | None:
+    """The reject reason for a window whose flags hit the drop policy, else None."""
+    hit = [name[2:] for name, value in flags.items() if value and name[2:] in drop]
+    return f"window flagged {', '.join(hit)}" if hit else None
