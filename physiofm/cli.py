@@ -35,7 +35,7 @@ def _run_build(**kwargs) -> None:
             summary = build(**kwargs, progress=lambda _, done, total: bar.update(task, completed=done, total=total))
         except (BuildError, ValueError, FileNotFoundError) as error:
             bar.stop()
-            console.print(f"[red]build failed:[/red] {error}")
+            console.print(f"[red]build failed:[/red] {error}", soft_wrap=True)
             raise typer.Exit(1) from None
     _print_summary(summary)
 

@@ -70,3 +70,12 @@ def test_lead_names_map_case_insensitively_with_aliases():
     assert [STANDARD_LEADS[d] for d in dst][4:6] == ["aVF", "aVL"] and list(src[4:6]) == [4, 5]
     src, dst = lead_mapping(["MLII", "V5", "junk", "II"])
     assert list(src) == [0, 1] and list(dst) == [1, 10]
+
+
+def test_resampling_a_large_dc_level_does_not_ring_at_the_edges():
+    """Emotiv EEG sits near 4,200 µV: zero-padding would turn that into a step at both edges."""
+    fs = 128
+    t = np.arange(20 * fs) / fs
+    x = 4200 + 10 * np.sin(2 * np.pi * 10 * t)
+    y = T.bandpass(T.resample(x, fs, 200), 200, 0.3, 45.0)
+    assert np.abs(y).max() < 15  # the 10 µV alpha and an ordinary filter edge; zero-padding gave ~4,000

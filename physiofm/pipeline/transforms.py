@@ -33,11 +33,15 @@ def _ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
 
 
 def resample(x: np.ndarray, fs_in: float, fs_out: float = 200.0) -> np.ndarray:
-    """Polyphase resampling along the last axis (anti-aliasing FIR, Kaiser window)."""
+    """Polyphase resampling along the last axis (anti-aliasing FIR, Kaiser window).
+
+    The signal is extended linearly past its edges (not with zeros), so a DC level such as
+    Emotiv EEG's ~4,200 µV does not become a step that rings into the first and last seconds.
+    """
     if fs_in == fs_out:
         return x
     up, down = _ratio(float(fs_in), float(fs_out))
-    return signal.resample_poly(x, up, down, axis=-1)
+    return signal.resample_poly(x, up, down, axis=-1, padtype="line")
 
 
 def resampled_length(n: int, fs_in: float, fs_out: float = 200.0) -> int:
