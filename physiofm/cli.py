@@ -43,7 +43,7 @@ def _run_build(**kwargs) -> None:
 def _print_summary(summary: dict) -> None:
     table = Table(title=f"{summary['dataset']} → {summary['out']} ({summary['status']})", show_header=False)
     rate = summary["records_read"] / summary["seconds"] if summary["seconds"] else 0.0
-    for label, key in (("records listed", "items"), ("records read", "records_read"),
+    for label, key in (("items listed", "items"), ("records read", "records_read"),
                        ("records rejected", "records_rejected"), ("windows written", "samples"),
                        ("windows rejected", "windows_rejected"), ("shards", "shards")):
         table.add_row(label, str(summary[key]))
