@@ -17,20 +17,18 @@ and its children, sampled every 10 ms.  Usage: ``python bench/build_ecg.py [--si
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import measure_command  # noqa: E402
 
 
 def naive(src: Path, out: Path) -> int:
@@ -86,37 +84,14 @@ def child(args: argparse.Namespace) -> None:
         count = floor(src)
     else:
         count = run_build(src, out, int(args.variant.split("-")[1]))
-    print(json.dumps({"records": count, "seconds": time.perf_counter() - start}))
+    print({"records": count, "seconds": time.perf_counter() - start})
 
 
 def measure(variant: str, src: Path, out: Path) -> dict:
-    """Run one variant in a subprocess; return its own timing and the peak RSS of its process tree."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, __file__, "--child", variant, "--src", str(src), "--out", str(out)],
-                            stdout=subprocess.PIPE, text=True, env=env)
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        parent = psutil.Process(proc.pid)
-        while not done.is_set():
-            try:
-                tree = [parent, *parent.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree))
-            except psutil.Error:
-                pass
-            time.sleep(0.01)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    stdout, _ = proc.communicate()
-    done.set()
-    thread.join()
-    if proc.returncode:
-        raise SystemExit(f"{variant} failed")
-    result = json.loads(stdout.strip().splitlines()[-1])
-    return {**result, "rate": result["records"] / result["seconds"], "peak_mb": peak / 2**20}
+    """Run one variant in a subprocess: its own timing (imports excluded) and its peak memory."""
+    run = measure_command([sys.executable, __file__, "--child", variant, "--src", str(src), "--out", str(out)])
+    result = run["result"]
+    return {**result, "rate": result["records"] / result["seconds"], "peak_mb": run["peak_mb"]}
 
 
 def main() -> None:

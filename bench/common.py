@@ -1,0 +1,44 @@
+"""Shared by the benchmarks: run a command, time it, and sample the peak RSS of its process tree."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def measure_command(command: list[str], cwd: Path | None = None) -> dict:
+    """Run ``command``; return its wall time, peak summed RSS (MB, sampled every 10 ms) and the
+    Python literal it printed last (``result``)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        parent = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                peak = max(peak, sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]))
+            except psutil.Error:
+                pass
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    stdout, _ = proc.communicate()
+    seconds = time.perf_counter() - started
+    done.set()
+    thread.join()
+    if proc.returncode:
+        raise SystemExit(f"{command[:3]} failed with exit code {proc.returncode}")
+    return {"seconds": seconds, "peak_mb": peak / 2**20, "result": ast.literal_eval(stdout.strip().splitlines()[-1])}
