@@ -18,9 +18,9 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import fsspec
 import numpy as np
 
+from physiofm.io import join, url_to_fs
 from physiofm.pipeline.dreamer import EMOTIV_CHANNELS, all_nan_reason, load_mat
 from physiofm.pipeline.records import Item, Record, Reject, Signal
 
@@ -39,11 +39,11 @@ _SEGMENTS = (6, 7, 5, 6, 4, 5, 8, 5, 7, 5, 9, 5, 5, 4, 6, 7, 72, 58, 72, 44)
 
 def _files(root: str) -> dict[int, str]:
     """Participant number -> file path relative to ``root`` (flat files win over nested)."""
-    fs, base = fsspec.core.url_to_fs(root)
+    fs, base = url_to_fs(root)
     base = base.rstrip("/")
     found: dict[int, str] = {}
     for pattern in ("Data_Preprocessed_P*.mat", "Data_Preprocessed_P*/Data_Preprocessed_P*.mat"):
-        for path in sorted(fs.glob(f"{base}/{pattern}")):
+        for path in sorted(fs.glob(join(base, pattern))):
             match = _FILE.fullmatch(path.rsplit("/", 1)[-1])
             if match:
                 found.setdefault(int(match.group(1)), path[len(base) + 1 :])
@@ -91,9 +91,9 @@ def _trial(mat: dict[str, Any], trial: int) -> tuple[np.ndarray, dict[str, Any]]
 
 
 def _read_file(root: str, path: str, items: list[Item], baseline: bool) -> Iterator[Record | Reject]:
-    fs, base = fsspec.core.url_to_fs(root)
+    fs, base = url_to_fs(root)
     try:
-        mat = load_mat(fs, f"{base.rstrip('/')}/{path}")
+        mat = load_mat(fs, join(base, path))
         missing = [v for v in _VARIABLES if v not in mat]
         if missing:
             raise ValueError(f"no variable(s) {', '.join(missing)} in the MAT file")

@@ -24,12 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import numpy as np
 from fsspec import AbstractFileSystem
 from scipy.io import loadmat
 from scipy.io.matlab import matfile_version
 
+from physiofm.io import join, url_to_fs
 from physiofm.pipeline.records import Item, Record, Reject, Signal
 
 NAME = "dreamer"
@@ -103,8 +103,8 @@ def _parse(mat: dict[str, Any]) -> _Dreamer:
 
 def _load(root: str) -> _Dreamer | str:
     """The parsed file under ``root`` (cached per process), or the reason it cannot be read."""
-    fs, base = fsspec.core.url_to_fs(root)
-    path = f"{base.rstrip('/')}/{FILE}"
+    fs, base = url_to_fs(root)
+    path = join(base, FILE)
     try:
         key = (fs.unstrip_protocol(path), int(fs.size(path)))
     except FileNotFoundError:
@@ -153,6 +153,17 @@ def _ecg_mv(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _common_span(n_eeg: int, eeg_fs: float, n_ecg: int, ecg_fs: float) -> tuple[int, int]:
+    """Sample counts of the longest span both signals cover from their common start.
+
+    The EEG count is floored first and the ECG one derived from it, so the ECG never ends
+    after the EEG (equal spans when the rates are integer multiples, as 128/256 Hz are).
+    """
+    seconds = min(n_eeg / eeg_fs, n_ecg / ecg_fs)
+    n_eeg = int(np.floor(seconds * eeg_fs + 1e-9))
+    return n_eeg, int(np.floor(n_eeg / eeg_fs * ecg_fs + 1e-9))
+
+
 def _meta(subject: np.ndarray, trial: int) -> dict[str, Any]:
     meta: dict[str, Any] = {"trial": trial}
     for key, field in _SCORES.items():
@@ -166,8 +177,8 @@ def _meta(subject: np.ndarray, trial: int) -> dict[str, Any]:
 
 def detect(root: str) -> bool:
     """A ``DREAMER.mat`` directly under ``root``."""
-    fs, base = fsspec.core.url_to_fs(root)
-    return bool(fs.isfile(f"{base.rstrip('/')}/{FILE}"))
+    fs, base = url_to_fs(root)
+    return bool(fs.isfile(join(base, FILE)))
 
 
 def list_items(root: str) -> list[Item]:
@@ -192,8 +203,8 @@ def read(root: str, items: list[Item], *, baseline: bool = True) -> Iterator[Rec
     loaded = _load(root)
     for item in items:
         if isinstance(loaded, str) or len(item.extra) != 2:
-            reason = loaded if isinstance(loaded, str) else "not a (subject, clip) item"
-            yield Reject(NAME, FILE, "read", reason, record_id=item.id)
+            why = loaded if isinstance(loaded, str) else "not a (subject, clip) item"
+            yield Reject(NAME, FILE, "read", why, record_id=item.id)
             continue
         s, t = item.extra
         for segment in ("stimulus", "baseline") if baseline else ("stimulus",):
@@ -207,13 +218,11 @@ def read(root: str, items: list[Item], *, baseline: bool = True) -> Iterator[Rec
             except (ValueError, IndexError) as exc:
                 yield Reject(NAME, FILE, "read", str(exc), record_id=record_id)
                 continue
-            seconds = min(eeg.shape[1] / loaded.eeg_fs, ecg.shape[1] / loaded.ecg_fs)
+            n_eeg, n_ecg = _common_span(eeg.shape[1], loaded.eeg_fs, ecg.shape[1], loaded.ecg_fs)
             signals = {
-                "eeg": Signal(eeg[:, : round(seconds * loaded.eeg_fs)].astype(np.float32), loaded.eeg_fs,
-                              loaded.electrodes, unit="uV"),
-                "ecg": Signal(ecg[:, : round(seconds * loaded.ecg_fs)].astype(np.float32), loaded.ecg_fs,
-                              ["ECG1", "ECG2"], unit="mV"),
-            }  # fmt: skip
+                "eeg": Signal(eeg[:, :n_eeg].astype(np.float32), loaded.eeg_fs, loaded.electrodes, unit="uV"),
+                "ecg": Signal(ecg[:, :n_ecg].astype(np.float32), loaded.ecg_fs, ["ECG1", "ECG2"], unit="mV"),
+            }
             if reason := all_nan_reason(signals):
                 yield Reject(NAME, FILE, "read", reason, record_id=record_id)
                 continue

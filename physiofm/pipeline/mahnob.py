@@ -25,17 +25,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import mne
 import numpy as np
 from fsspec import AbstractFileSystem
-from fsspec.implementations.local import LocalFileSystem
 
+from physiofm.io import is_local, join, url_to_fs
 from physiofm.pipeline.records import Item, Record, Reject, Signal
 
 NAME = "mahnob"
 ECG_CHANNELS = ("EXG1", "EXG2", "EXG3")
-NON_EEG = frozenset({*(f"EXG{i}" for i in range(1, 9)), "GSR1", "GSR2", "ERG1", "ERG2", "RESP", "TEMP", "STATUS", "PLET"})
+NON_EEG = frozenset({*(f"EXG{i}" for i in range(1, 9)), "GSR1", "GSR2", "ERG1", "ERG2", "RESP", "TEMP", "STATUS",
+                     "PLET"})  # upper-cased names of the non-EEG channels (Plet in some files)
 RATINGS = {"valence": "feltVlnc", "arousal": "feltArsl", "dominance": "feltCtrl", "predictability": "feltPred"}
 SCORE_MIN, SCORE_MAX = 1, 9
 _BYTES_PER_SECOND = 47 * 3 * 256  # for est_windows only: the real 47 channels x 24 bit x 256 Hz
@@ -69,14 +69,14 @@ def load_bdf(path: str) -> BdfRecording:
 
 def _sessions(fs: AbstractFileSystem, base: str) -> tuple[str, str]:
     """(absolute sessions folder, its prefix relative to root): ``Sessions/`` or root itself."""
-    base = base.rstrip("/")
-    return (f"{base}/Sessions", "Sessions/") if fs.isdir(f"{base}/Sessions") else (base, "")
+    sessions = join(base, "Sessions")
+    return (sessions, "Sessions/") if fs.isdir(sessions) else (base.rstrip("/"), "")
 
 
 @contextmanager
 def _local_copy(fs: AbstractFileSystem, path: str) -> Iterator[str]:
     """A local path of ``path``: itself on a local filesystem, else a temporary copy."""
-    if isinstance(fs, LocalFileSystem):
+    if is_local(fs):
         yield path
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,25 +87,25 @@ def _local_copy(fs: AbstractFileSystem, path: str) -> Iterator[str]:
 
 def detect(root: str) -> bool:
     """A ``Sessions/<id>/session.xml`` (or ``<id>/session.xml`` inside ``Sessions``)."""
-    fs, base = fsspec.core.url_to_fs(root)
+    fs, base = url_to_fs(root)
     folder, _ = _sessions(fs, base)
-    return bool(fs.glob(f"{folder}/*/session.xml"))
+    return bool(fs.glob(join(folder, "*/session.xml")))
 
 
 def list_items(root: str) -> list[Item]:
     """One item per session folder (``sess0002`` ...), in session-id order, from one listing."""
-    fs, base = fsspec.core.url_to_fs(root)
+    fs, base = url_to_fs(root)
     folder, prefix = _sessions(fs, base)
     sizes: dict[str, int] = {}
     for path, info in fs.find(folder, maxdepth=2, detail=True).items():
         session, _, name = path[len(folder) + 1 :].partition("/")
         if session.isdigit() and (name == "session.xml" or name.lower().endswith(".bdf")):
             sizes[session] = max(sizes.get(session, 0), int(info.get("size") or 0))
-    return [
-        Item(id=f"sess{int(s):04d}", path=f"{prefix}{s}", est_windows=max(1, round(size / _BYTES_PER_SECOND / 10)),
-             extra=(int(s),))  # fmt: skip
-        for s, size in sorted(sizes.items(), key=lambda kv: int(kv[0]))
-    ]
+    items = []
+    for s, size in sorted(sizes.items(), key=lambda kv: int(kv[0])):
+        windows = max(1, round(size / _BYTES_PER_SECOND / 10))
+        items.append(Item(id=f"sess{int(s):04d}", path=f"{prefix}{s}", est_windows=windows, extra=(int(s),)))
+    return items
 
 
 def _meta(attrs: dict[str, str], trial: int | None, session: int) -> dict[str, Any]:
@@ -118,30 +118,47 @@ def _meta(attrs: dict[str, str], trial: int | None, session: int) -> dict[str, A
     return meta
 
 
+def _unrated(attrs: dict[str, str]) -> str | None:
+    """Why a session's ``session.xml`` rules it out (not a rated stimulus), else None."""
+    if attrs.get("isStim") == "0":
+        return "non-stimulus session (isStim=0)"
+    missing = [name for name in RATINGS.values() if not attrs.get(name)]
+    return f"session.xml has no felt* ratings ({', '.join(missing)} missing)" if missing else None
+
+
+def _unusable(bdf: BdfRecording, eeg: list[int]) -> str | None:
+    """Why a BDF gives no paired record (no ECG, no EEG, no stimulus span), else None."""
+    names = [name.upper() for name in bdf.raw.ch_names]
+    if not all(name in names for name in ECG_CHANNELS):
+        return "no ECG channels (EXG1-3) in BDF"
+    if not eeg:
+        return "no EEG channels in BDF"
+    if len(bdf.events) == 0:
+        return "no stimulus triggers in Status channel"
+    if bdf.stimulus_span is None:
+        return "only one trigger in Status channel; need stimulus start and end"
+    return None
+
+
 def _read_session(fs: AbstractFileSystem, base: str, item: Item, baseline: bool) -> Iterator[Record | Reject]:
-    folder = f"{base.rstrip('/')}/{item.path}"
+    folder = join(base, item.path)
     source = f"{item.path}/session.xml"
 
     def reject(reason: str) -> Reject:
         return Reject(NAME, source, "read", reason, record_id=item.id)
 
     try:
-        session = ET.fromstring(fs.cat_file(f"{folder}/session.xml"))
+        session = ET.fromstring(fs.cat_file(join(folder, "session.xml")))
     except FileNotFoundError:
         yield reject("no session.xml in session folder")
         return
     except ET.ParseError as exc:
         yield reject(f"unreadable session.xml ({exc})")
         return
-    attrs = dict(session.attrib)
-    if attrs.get("isStim") == "0":
-        yield reject("non-stimulus session (isStim=0)")
+    if reason := _unrated(session.attrib):
+        yield reject(reason)
         return
-    missing = [name for name in RATINGS.values() if not attrs.get(name)]
-    if missing:
-        yield reject(f"session.xml has no felt* ratings ({', '.join(missing)} missing)")
-        return
-    bdfs = sorted(fs.glob(f"{folder}/*.bdf"))
+    bdfs = sorted(fs.glob(join(folder, "*.bdf")))
     if not bdfs:
         yield reject("no BDF file in session folder")
         return
@@ -153,47 +170,42 @@ def _read_session(fs: AbstractFileSystem, base: str, item: Item, baseline: bool)
         yield reject(f"unreadable BDF ({type(exc).__name__}: {exc})")
         return
     raw = bdf.raw
-    upper = [name.upper() for name in raw.ch_names]
-    if not all(name in upper for name in ECG_CHANNELS):
-        yield reject("no ECG channels (EXG1-3) in BDF")
-        return
-    span = bdf.stimulus_span
-    if span is None:
-        yield reject("no stimulus triggers in Status channel" if len(bdf.events) == 0
-                     else "only one trigger in Status channel; need stimulus start and end")  # fmt: skip
-        return
     types = raw.get_channel_types()
-    eeg = [i for i, name in enumerate(upper) if name not in NON_EEG and types[i] != "stim"]
-    if not eeg:
-        yield reject("no EEG channels in BDF")
+    eeg = [i for i, name in enumerate(raw.ch_names) if name.upper() not in NON_EEG and types[i] != "stim"]
+    if reason := _unusable(bdf, eeg):
+        yield reject(reason)
         return
-    ecg = [upper.index(name) for name in ECG_CHANNELS]
-    subject = session.find("subject")
-    subject_id = subject.get("id") if subject is not None else None
+    ecg = [[name.upper() for name in raw.ch_names].index(name) for name in ECG_CHANNELS]
     trial = _TRIAL.search(source.rsplit("/", 1)[-1])
     try:
-        meta = _meta(attrs, int(trial.group(1)) if trial else None, item.extra[0] if item.extra else -1)
+        meta = _meta(session.attrib, int(trial.group(1)) if trial else None, item.extra[0] if item.extra else -1)
     except ValueError as exc:
         yield reject(f"invalid rating in session.xml ({exc})")
         return
+    subject = session.find("subject")
+    subject_id = subject.get("id") if subject is not None else None
+    if subject_id and subject_id.isdigit():
+        subject_id = f"{int(subject_id):02d}"
     fs_hz = float(raw.info["sfreq"])
-    segments = {"stimulus": span}
-    if baseline and span[0] >= fs_hz:
-        segments["baseline"] = (0, span[0])
-    for segment, (start, stop) in segments.items():
-        data = raw.get_data(picks=eeg + ecg, start=start, stop=stop)
+    span = bdf.stimulus_span
+    assert span is not None  # checked by _unusable
+    start, stop = span
+    segments = {"stimulus": (start, stop)}
+    if baseline and start >= fs_hz:  # at least 1 s before the stimulus
+        segments["baseline"] = (0, start)
+    for segment, (a, b) in segments.items():
+        data = raw.get_data(picks=eeg + ecg, start=a, stop=b)
         signals = {
-            "eeg": Signal((data[: len(eeg)] * 1e6).astype(np.float32), fs_hz, [raw.ch_names[i] for i in eeg], unit="uV"),
+            "eeg": Signal((data[: len(eeg)] * 1e6).astype(np.float32), fs_hz, [raw.ch_names[i] for i in eeg],
+                          unit="uV"),
             "ecg": Signal((data[len(eeg) :] * 1e3).astype(np.float32), fs_hz, list(ECG_CHANNELS), unit="mV"),
-        }
+        }  # fmt: skip
         record_id = item.id if segment == "stimulus" else f"{item.id}_baseline"
-        yield Record(NAME, record_id, source, signals,
-                     subject_id=f"{int(subject_id):02d}" if subject_id and subject_id.isdigit() else subject_id,
-                     meta=meta | {"segment": segment})  # fmt: skip
+        yield Record(NAME, record_id, source, signals, subject_id=subject_id, meta=meta | {"segment": segment})
 
 
 def read(root: str, items: list[Item], *, baseline: bool = True) -> Iterator[Record | Reject]:
     """Stimulus (and pre-stimulus baseline) records per rated session; rejects for the rest."""
-    fs, base = fsspec.core.url_to_fs(root)
+    fs, base = url_to_fs(root)
     for item in items:
         yield from _read_session(fs, base, item, baseline)
