@@ -10,8 +10,8 @@ times three ways of turning each into 200-Hz band-passed windows:
 * build  - ``physiofm.pipeline.build.build`` with everything written (tar shards, Zarr,
            Parquet manifests), with 1 process and with all cores.
 
-Each variant runs in its own subprocess; peak memory is the peak summed RSS of that process
-and its children, sampled every 10 ms.  Usage: ``python bench/build_ecg.py [--sizes 1000 2000]``.
+Each variant runs in its own subprocess; peak memory is the peak summed PSS of that process
+and its children (shared pages counted once), sampled every 20 ms.  Usage: ``python bench/build_ecg.py [--sizes 1000 2000]``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ Generates a DREAMER-layout file (23 subjects x 18 clips x 60-s stimuli, 61-s bas
              environment (``numpy<2``, ``scipy==1.10.1``, ``pandas<3``): pass its interpreter with
              ``--torcheeg-python``; without it the peer is skipped and said so.
 
-Each runs in its own subprocess; peak memory is the peak summed RSS of its process tree.
+Each runs in its own subprocess; peak memory is the peak summed PSS of its process tree
+(pages shared by forked workers counted once).
 Usage: ``python bench/build_emotion.py [--subjects 23] [--clip-seconds 60] [--torcheeg-python PATH]``.
 """
 

@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: run a command, time it, and sample the peak RSS of its process tree."""
+"""Shared by the benchmarks: run a command, time it, and sample the peak memory (PSS) of its process tree."""
 
 from __future__ import annotations
 
@@ -14,9 +14,17 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _memory(process: psutil.Process) -> int:
+    """PSS where the OS reports it (pages shared by forked workers counted once), else RSS."""
+    try:
+        return process.memory_full_info().pss
+    except (AttributeError, psutil.AccessDenied):
+        return process.memory_info().rss
+
+
 def measure_command(command: list[str], cwd: Path | None = None) -> dict:
-    """Run ``command``; return its wall time, peak summed RSS (MB, sampled every 10 ms) and the
-    Python literal it printed last (``result``)."""
+    """Run ``command``; return its wall time, the peak memory of its process tree (summed PSS, MB,
+    sampled every 20 ms) and the Python literal it printed last (``result``)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=cwd)
@@ -28,10 +36,10 @@ def measure_command(command: list[str], cwd: Path | None = None) -> dict:
         parent = psutil.Process(proc.pid)
         while not done.is_set():
             try:
-                peak = max(peak, sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]))
+                peak = max(peak, sum(_memory(p) for p in [parent, *parent.children(recursive=True)]))
             except psutil.Error:
                 pass
-            time.sleep(0.01)
+            time.sleep(0.02)
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
