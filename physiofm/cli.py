@@ -94,6 +94,108 @@ def synth(
     console.print(f"wrote {name} layout to {root}")
 
 
+@app.command()
+def validate(
+    store: Annotated[str, typer.Argument(help="store folder or s3:// URL")],
+    deep: Annotated[bool, typer.Option("--deep", help="hash every shard and compare every sample with Zarr")] = False,
+    json_report: Annotated[Optional[Path], typer.Option("--json", help="write a machine-readable report here")] = None,
+    sample: Annotated[int, typer.Option(help="samples read (as whole shards) and compared with Zarr without --deep")] = 64,
+    seed: Annotated[int, typer.Option(help="which shards the sample reads")] = 0,
+    storage_option: StorageOption = None,
+) -> None:
+    """Check a store end to end: schema, integrity, content, leakage and balance."""
+    from physiofm.io import parse_storage_options
+    from physiofm.pipeline.validate import print_report, validate as run
+
+    report = run(store, deep=deep, sample=sample, seed=seed, storage_options=parse_storage_options(storage_option))
+    print_report(report, Console())
+    if json_report:
+        json_report.write_text(report.to_json())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+Device = Annotated[str, typer.Option(help="cpu, cuda or auto")]
+
+
+def _sizes(layers: int | None) -> dict:
+    return {"n_layer": layers} if layers else {}
+
+
+@app.command()
+def pretrain(
+    store: Annotated[str, typer.Argument(help="ECG (or EEG) store")],
+    out: Annotated[str, typer.Option("--out", help="run folder")],
+    modality: Annotated[str, typer.Option(help="ecg or eeg")] = "ecg",
+    epochs: int = 1, max_steps: Annotated[Optional[int], typer.Option()] = None, batch_size: int = 32,
+    lr: float = 5e-4, workers: int = 0, device: Device = "auto", seed: int = 0,
+    resume: Annotated[bool, typer.Option("--resume")] = False,
+    checkpoint_every: int = 100,
+    layers: Annotated[Optional[int], typer.Option(help="encoder layers (default 12, as CBraMod)")] = None,
+    mask: Annotated[str, typer.Option(help="dual, intra or inter")] = "dual",
+    storage_option: StorageOption = None,
+) -> None:
+    """Dual-masking reconstruction pretraining of a CBraMod encoder."""
+    from physiofm.io import parse_storage_options
+    from physiofm.train.pretrain import PretrainConfig, pretrain as run
+
+    summary = run(PretrainConfig(store, out, modality=modality, epochs=epochs, max_steps=max_steps,
+                                 batch_size=batch_size, lr=lr, workers=workers, device=device, seed=seed,
+                                 resume=resume, checkpoint_every=checkpoint_every, model=_sizes(layers),
+                                 masking={"mode": mask}, storage_options=parse_storage_options(storage_option)))
+    console.print(f"pretrained {summary['steps']} steps, final loss {summary['final_loss']}, "
+                  f"{summary['samples_per_s']:.1f} samples/s → {out}")
+
+
+@app.command()
+def finetune(
+    store: Annotated[str, typer.Argument(help="emotion store")],
+    out: Annotated[str, typer.Option("--out", help="run folder")],
+    modalities: Annotated[str, typer.Option(help="eeg, ecg or eeg,ecg")] = "eeg,ecg",
+    targets: Annotated[str, typer.Option()] = "valence,arousal,dominance",
+    protocol: Annotated[str, typer.Option(help="loso, kfold-subject or kfold-trial")] = "kfold-subject",
+    folds: int = 5,
+    eeg_weights: Annotated[Optional[str], typer.Option(help="CBraMod checkpoint (official layout)")] = None,
+    ecg_weights: Annotated[Optional[str], typer.Option(help="a physiofm pretraining run (or encoder .pt)")] = None,
+    epochs: int = 10, max_steps: Annotated[Optional[int], typer.Option()] = None, batch_size: int = 32,
+    lr: float = 1e-4, workers: int = 0, device: Device = "auto", seed: int = 0,
+    resume: Annotated[bool, typer.Option("--resume")] = False,
+    eeg_layers: Annotated[Optional[int], typer.Option()] = None,
+    ecg_layers: Annotated[Optional[int], typer.Option()] = None,
+    storage_option: StorageOption = None,
+) -> None:
+    """Fine-tune the fusion classifier (or one branch) under a subject-wise protocol; print its metrics."""
+    from physiofm.io import parse_storage_options
+    from physiofm.train.finetune import FinetuneConfig, comparison, finetune as run
+
+    run(FinetuneConfig(store, out, modalities=tuple(modalities.split(",")), targets=tuple(targets.split(",")),
+                       protocol=protocol, folds=folds, eeg_weights=eeg_weights, ecg_weights=ecg_weights,
+                       epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, workers=workers,
+                       device=device, seed=seed, resume=resume, eeg_model=_sizes(eeg_layers),
+                       ecg_model=_sizes(ecg_layers), storage_options=parse_storage_options(storage_option)))
+    _print_comparison(comparison([out]))
+
+
+@app.command()
+def report(runs: Annotated[list[str], typer.Argument(help="fine-tuning run folders")]) -> None:
+    """Compare fine-tuning runs: mean ± spread over folds, per target and metric."""
+    from physiofm.train.finetune import comparison
+
+    _print_comparison(comparison(runs))
+
+
+def _print_comparison(rows: list[dict]) -> None:
+    targets = sorted({key.split(".")[0] for row in rows for key in row if "." in key})
+    table = Table(title="fine-tuning results (mean ± sd over folds)")
+    for column in ("run", "modalities", *[f"{t} AUC" for t in targets], *[f"{t} F1" for t in targets], "mean AUC"):
+        table.add_column(column)
+    for row in rows:
+        cells = [row["run"], row["modalities"]]
+        for metric in ("roc_auc", "f1"):
+            cells += [f"{row[f'{t}.{metric}'][0]:.3f} ± {row[f'{t}.{metric}'][1]:.3f}" for t in targets]
+        table.add_row(*cells, f"{row['mean_auc']:.3f}")
+    Console().print(table)
+
+
 def main() -> None:
     app()
 
