@@ -238,7 +238,8 @@ def build(
             arrays = read_tar_arrays(fs, shard_path, f"{modality}.npy")
             if modality not in appenders:
                 appenders[modality] = ZarrAppender(group, modality, arrays[0].shape, out_cfg["dtype"],
-                                                   out_cfg["zarr_chunk_rows"], out_cfg["zarr_shard_rows"])
+                                                   out_cfg["zarr_chunk_rows"], out_cfg["zarr_shard_rows"],
+                                                   out_cfg["zarr_compression"])
             appenders[modality].append(np.stack(arrays))
 
     committed = 0

@@ -136,12 +136,12 @@ class ZarrAppender:
     """Append samples to one array of a group; write only whole Zarr shards (plus the tail)."""
 
     def __init__(self, group, name: str, sample_shape: tuple[int, ...], dtype: str,
-                 chunk_rows: int, shard_rows: int, compression_level: int = 1) -> None:
+                 chunk_rows: int, shard_rows: int, compression: str = "none") -> None:
         if shard_rows % chunk_rows:
             raise ValueError("zarr_shard_rows must be a multiple of zarr_chunk_rows")
         self.array = group.create_array(
             name, shape=(0, *sample_shape), dtype=dtype, chunks=(chunk_rows, *sample_shape),
-            shards=(shard_rows, *sample_shape), compressors=ZstdCodec(level=compression_level),
+            shards=(shard_rows, *sample_shape), compressors=ZstdCodec(level=1) if compression == "zstd" else None,
             fill_value=0, dimension_names=("sample",) + ("channel", "patch", "time")[-len(sample_shape):],
             overwrite=True,
         )
