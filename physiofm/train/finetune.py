@@ -1,0 +1,233 @@
+"""Fine-tuning of the fusion classifier on an emotion store, under a subject-wise protocol.
+
+For each fold of the protocol (:mod:`physiofm.train.protocols`, computed from the manifest)
+a fresh classifier is built (encoders loaded from ``eeg_weights`` / ``ecg_weights`` when
+given), trained on the fold's training rows, and evaluated on its test rows.  The run folder
+gets ``folds/<fold>.json`` per finished fold (a resumed run skips those), ``results.json``
+(per fold and target: ROC-AUC, F1, accuracy, balanced accuracy; their mean and spread) and one
+ROC-curve PNG per target.  ``modalities`` selects EEG-only, ECG-only or fusion with the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from physiofm.io import join, url_to_fs
+from physiofm.models import CBraMod, FusionClassifier, load_pretrained
+from physiofm.train.loop import autocast, cosine_with_warmup, pick_device, seed_step
+from physiofm.train.metrics import binary_metrics, summarize
+from physiofm.train.protocols import make_folds
+from physiofm.train.stream import StreamingDataset
+
+
+@dataclass
+class FinetuneConfig:
+    store: str
+    out: str
+    modalities: tuple[str, ...] = ("eeg", "ecg")
+    targets: tuple[str, ...] = ("valence", "arousal", "dominance")
+    protocol: str = "kfold-subject"
+    folds: int = 5
+    eeg_weights: str | None = None
+    ecg_weights: str | None = None
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-4
+    head_lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 10
+    clip: float = 1.0
+    workers: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    pooling: str = "mean"
+    freeze: tuple[str, ...] = ()
+    eeg_model: dict = field(default_factory=dict)
+    ecg_model: dict = field(default_factory=dict)
+    segment: str = "stimulus"
+    storage_options: dict = field(default_factory=dict)
+
+
+def _encoder(modality: str, config: FinetuneConfig) -> CBraMod | None:
+    if modality not in config.modalities:
+        return None
+    weights = config.eeg_weights if modality == "eeg" else config.ecg_weights
+    size = config.eeg_model if modality == "eeg" else config.ecg_model
+    if weights is None:
+        return CBraMod(**size)
+    path = Path(weights)
+    return load_pretrained(str(path / "encoder.pt" if path.is_dir() else path), **size)
+
+
+def _build_model(config: FinetuneConfig, device: torch.device, fold_index: int) -> FusionClassifier:
+    torch.manual_seed(config.seed * 7919 + fold_index)
+    model = FusionClassifier(eeg=_encoder("eeg", config), ecg=_encoder("ecg", config), n_targets=len(config.targets),
+                             pooling=config.pooling, freeze_eeg="eeg" in config.freeze,
+                             freeze_ecg="ecg" in config.freeze)
+    return model.to(device)
+
+
+def _optimizer(model: FusionClassifier, config: FinetuneConfig) -> torch.optim.Optimizer:
+    encoders = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("head")]
+    head = [p for name, p in model.named_parameters() if p.requires_grad and name.startswith("head")]
+    return torch.optim.AdamW([{"params": encoders, "lr": config.lr}, {"params": head, "lr": config.head_lr}],
+                             weight_decay=config.weight_decay)
+
+
+def _forward(model: FusionClassifier, batch: dict, config: FinetuneConfig, device: torch.device) -> torch.Tensor:
+    inputs = {m: batch[m].to(device) for m in config.modalities}
+    return model(**inputs)
+
+
+def _dataset(config: FinetuneConfig, rows: np.ndarray, labels: list[str], shuffle: bool, seed: int) -> StreamingDataset:
+    return StreamingDataset(config.store, batch_size=config.batch_size, modalities=list(config.modalities),
+                            labels=labels, rows=rows, shuffle=shuffle, seed=seed, num_workers=config.workers,
+                            storage_options=config.storage_options)
+
+
+def run_fold(config: FinetuneConfig, fold_index: int, train_rows: np.ndarray, test_rows: np.ndarray,
+             device: torch.device) -> dict:
+    """Train on ``train_rows`` and evaluate on ``test_rows``; return metrics and test predictions."""
+    labels = [f"{t}_high" for t in config.targets]
+    model = _build_model(config, device, fold_index)
+    optimizer = _optimizer(model, config)
+    train = _dataset(config, train_rows, labels, True, config.seed + fold_index)
+    total = config.max_steps or config.epochs * train.batches_per_epoch
+    scheduler = cosine_with_warmup(optimizer, min(config.warmup_steps, total // 2), total)
+    criterion = torch.nn.BCEWithLogitsLoss(reduction="none")
+    step, epoch, losses = 0, 0, []
+    model.train()
+    while step < total:
+        train.set_epoch(epoch)
+        for batch in train.loader():
+            seed_step(config.seed + 104_729 * fold_index, step)
+            keep = ~batch["pad"].to(device)
+            target = batch["labels"].to(device)
+            known = keep[:, None] & ~torch.isnan(target)
+            with autocast(device, config.precision):
+                logits = _forward(model, batch, config, device)
+            loss = (criterion(logits.float(), torch.nan_to_num(target)) * known).sum() / known.sum().clamp(min=1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            step += 1
+            if step >= total:
+                break
+        epoch += 1
+    model.eval()
+    probabilities, truth, rows = [], [], []
+    with torch.no_grad():
+        for batch in _dataset(config, test_rows, labels, False, 0).loader():
+            keep = ~batch["pad"]
+            with autocast(device, config.precision):
+                logits = _forward(model, batch, config, device)
+            probabilities.append(torch.sigmoid(logits.float()).cpu()[keep])
+            truth.append(batch["labels"][keep])
+            rows.append(batch["row"][keep])
+    prob = torch.cat(probabilities).numpy()
+    true = torch.cat(truth).numpy()
+    metrics = {t: binary_metrics(true[:, i], prob[:, i]) for i, t in enumerate(config.targets)
+               if not np.isnan(true[:, i]).any()}
+    return {"metrics": metrics, "steps": step, "final_loss": float(np.mean(losses[-5:])) if losses else None,
+            "rows": torch.cat(rows).tolist(), "prob": prob.tolist(), "true": true.tolist()}
+
+
+def _manifest(config: FinetuneConfig) -> pl.DataFrame:
+    fs, root = url_to_fs(config.store, config.storage_options)
+    with fs.open(join(root, "manifest.parquet"), "rb") as handle:
+        manifest = pl.read_parquet(handle)
+    if "segment" in manifest.columns and config.segment:
+        manifest = manifest.with_row_index("row").filter(pl.col("segment") == config.segment)
+    else:
+        manifest = manifest.with_row_index("row")
+    return manifest
+
+
+def finetune(config: FinetuneConfig) -> dict:
+    """Run every fold of the protocol (skipping folds a resumed run already finished); return the results."""
+    out = Path(config.out)
+    (out / "folds").mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True))
+    device = pick_device(config.device)
+    manifest = _manifest(config)
+    folds = make_folds(manifest, config.protocol, k=config.folds, seed=config.seed)
+    store_rows = manifest["row"].to_numpy()
+    per_fold, started = {}, time.perf_counter()
+    for index, fold in enumerate(folds):
+        path = out / "folds" / f"{fold.name}.json"
+        if config.resume and path.exists():
+            per_fold[fold.name] = json.loads(path.read_text())
+            continue
+        result = run_fold(config, index, store_rows[fold.train], store_rows[fold.test], device)
+        result["subjects_test"] = sorted(set(manifest["subject_id"].gather(fold.test)))
+        path.write_text(json.dumps(result))
+        per_fold[fold.name] = result
+    summary = summarize([r["metrics"] for r in per_fold.values()])
+    results = {"modalities": list(config.modalities), "targets": list(config.targets), "protocol": config.protocol,
+               "folds": {name: {k: v for k, v in r.items() if k in ("metrics", "steps", "final_loss", "subjects_test")}
+                         for name, r in per_fold.items()},
+               "summary": summary, "seconds": time.perf_counter() - started}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    plot_roc(per_fold, config.targets, out)
+    return results
+
+
+def plot_roc(per_fold: dict[str, dict], targets: tuple[str, ...], out: Path) -> None:
+    """One PNG per target: each fold's ROC curve and the pooled one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    for i, target in enumerate(targets):
+        figure, axes = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+        pooled_true, pooled_prob = [], []
+        for name, result in per_fold.items():
+            true, prob = np.array(result["true"])[:, i], np.array(result["prob"])[:, i]
+            pooled_true.append(true)
+            pooled_prob.append(prob)
+            if 0 < true.sum() < len(true):
+                fpr, tpr, _ = roc_curve(true, prob)
+                axes.plot(fpr, tpr, alpha=0.35, linewidth=1)
+        true, prob = np.concatenate(pooled_true), np.concatenate(pooled_prob)
+        if 0 < true.sum() < len(true):
+            fpr, tpr, _ = roc_curve(true, prob)
+            axes.plot(fpr, tpr, color="black", linewidth=2, label="pooled")
+        axes.plot([0, 1], [0, 1], linestyle="--", color="grey")
+        axes.set_xlabel("false positive rate")
+        axes.set_ylabel("true positive rate")
+        axes.set_title(f"{target} (high vs low)")
+        axes.legend(loc="lower right")
+        figure.tight_layout()
+        figure.savefig(out / f"roc_{target}.png")
+        plt.close(figure)
+
+
+def comparison(runs: list[str]) -> list[dict]:
+    """Mean ± spread of each metric per target for several fine-tuning runs (for a table)."""
+    rows = []
+    for run in runs:
+        results = json.loads((Path(run) / "results.json").read_text())
+        row = {"run": Path(run).name, "modalities": "+".join(results["modalities"]), "protocol": results["protocol"]}
+        aucs = []
+        for target, metrics in results["summary"].items():
+            for metric, stats in metrics.items():
+                row[f"{target}.{metric}"] = (stats["mean"], stats["std"])
+            aucs.append(metrics["roc_auc"]["mean"])
+        row["mean_auc"] = float(np.nanmean(aucs)) if aucs else float("nan")
+        rows.append(row)
+    return rows

@@ -1,0 +1,119 @@
+"""Pretraining (resume after a kill) and fine-tuning (protocols, metrics, outputs), end to end on tiny stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from physiofm.models import load_pretrained
+from physiofm.pipeline.build import build
+from physiofm.synth.ecg import synth_challenge
+from physiofm.synth.emotion import synth_dreamer
+from physiofm.train.finetune import FinetuneConfig, finetune
+from physiofm.train.pretrain import PretrainConfig, pretrain
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def ecg_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ecg")
+    src = synth_challenge(root / "raw", n_records=40, seed=2, subsets=("georgia",))
+    build(str(src), str(root / "store"), jobs=1, shard_size=10)
+    return root / "store"
+
+
+@pytest.fixture(scope="module")
+def emotion_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("emotion")
+    src = synth_dreamer(root / "raw", subjects=3, seed=4, clip_seconds=(20.0, 24.0))
+    build(str(src), str(root / "store"), kind="emotion", jobs=1)
+    return root / "store"
+
+
+def config(store, out, **kw) -> PretrainConfig:
+    return PretrainConfig(str(store), str(out), max_steps=8, batch_size=4, checkpoint_every=2,
+                          model={"n_layer": 1}, seed=3, **kw)
+
+
+def test_pretraining_learns_and_writes_its_run(ecg_store, tmp_path):
+    summary = pretrain(config(ecg_store, tmp_path / "run"))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["steps"] == len(records) == 8
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert all(r["masked"] > 0 for r in records)
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+    encoder = load_pretrained(tmp_path / "run" / "encoder.pt", n_layer=1)  # loadable as a CBraMod checkpoint
+    assert encoder(torch.zeros(1, 12, 10, 200)).shape == (1, 12, 10, 200)
+
+
+def test_a_killed_pretraining_run_resumes_to_the_same_weights(ecg_store, tmp_path):
+    pretrain(config(ecg_store, tmp_path / "whole"))
+    out = tmp_path / "killed"
+    code = ("from physiofm.train.pretrain import PretrainConfig, pretrain; "
+            f"pretrain(PretrainConfig({str(ecg_store)!r}, {str(out)!r}, max_steps=8, batch_size=4, "
+            "checkpoint_every=2, model={'n_layer': 1}, seed=3))")
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step = torch.load(out / "last.pt", weights_only=False)["step"]
+    assert step < 8 and not (out / "encoder.pt").exists(), "the run finished before it could be killed"
+    pretrain(config(ecg_store, out, resume=True))
+    whole = torch.load(tmp_path / "whole" / "encoder.pt")
+    resumed = torch.load(out / "encoder.pt")
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    losses = lambda run: [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert losses(out) == losses(tmp_path / "whole")
+
+
+def test_finetuning_under_a_subject_wise_protocol(emotion_store, ecg_store, tmp_path):
+    pretrain(config(ecg_store, tmp_path / "pre"))
+    results = finetune(FinetuneConfig(str(emotion_store), str(tmp_path / "ft"), protocol="loso", max_steps=2,
+                                      batch_size=8, ecg_weights=str(tmp_path / "pre"), eeg_model={"n_layer": 1},
+                                      ecg_model={"n_layer": 1}))
+    manifest = pl.read_parquet(emotion_store / "manifest.parquet")
+    assert set(results["folds"]) == {"subject-01", "subject-02", "subject-03"}
+    for name, fold in results["folds"].items():
+        assert fold["subjects_test"] == [name.split("-")[1]]
+        per_fold = json.loads((tmp_path / "ft" / "folds" / f"{name}.json").read_text())
+        tested = manifest[per_fold["rows"]]
+        assert set(tested["subject_id"]) == {name.split("-")[1]}
+        assert len(per_fold["rows"]) == manifest.filter(pl.col("subject_id") == name.split("-")[1]).height
+        for target in ("valence", "arousal", "dominance"):
+            assert set(fold["metrics"][target]) >= {"roc_auc", "f1", "accuracy", "balanced_accuracy"}
+    assert results["summary"]["arousal"]["roc_auc"]["folds"] == 3
+    assert all((tmp_path / "ft" / f"roc_{t}.png").exists() for t in ("valence", "arousal", "dominance"))
+    # a resumed run reuses finished folds
+    before = (tmp_path / "ft" / "folds" / "subject-01.json").stat().st_mtime_ns
+    finetune(FinetuneConfig(str(emotion_store), str(tmp_path / "ft"), protocol="loso", max_steps=2, batch_size=8,
+                            resume=True, ecg_weights=str(tmp_path / "pre"), eeg_model={"n_layer": 1},
+                            ecg_model={"n_layer": 1}))
+    assert (tmp_path / "ft" / "folds" / "subject-01.json").stat().st_mtime_ns == before
+
+
+def test_training_commands(emotion_store, tmp_path):
+    env = {**os.environ, "COLUMNS": "250"}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "physiofm", *args], capture_output=True,  # noqa: E731
+                                       text=True, env=env)
+    for modalities in ("eeg", "eeg,ecg"):
+        result = run("finetune", str(emotion_store), "--out", str(tmp_path / modalities), "--modalities", modalities,
+                     "--protocol", "kfold-trial", "--folds", "2", "--max-steps", "2", "--batch-size", "8",
+                     "--eeg-layers", "1", "--ecg-layers", "1")
+        assert result.returncode == 0, result.stderr
+    result = run("report", str(tmp_path / "eeg"), str(tmp_path / "eeg,ecg"))
+    assert result.returncode == 0 and "mean AUC" in result.stdout and "eeg+ecg" in result.stdout
+    result = run("validate", str(emotion_store))
+    assert result.returncode == 0 and "clean" in result.stdout
