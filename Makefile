@@ -17,13 +17,32 @@ $(STAMP): pyproject.toml constraints.txt
 test: setup
 	$(BIN)/python -m pytest
 
+# The main job, end to end on data the project generates: a DREAMER-layout emotion dataset and a
+# Challenge-format ECG archive -> stores -> validation -> brief ECG pretraining -> EEG-only, ECG-only
+# and fusion fine-tuning under a subject-wise protocol -> comparison table.  Small encoders (1 layer)
+# so that it runs on 2 CPU cores in a few minutes; see the README for what it shows and what it does not.
+FT := --protocol kfold-subject --folds 4 --max-steps 40 --batch-size 16 --lr 1e-3 --eeg-layers 1 --ecg-layers 1 --seed 0
 demo: setup
 	rm -rf $(DEMO)
-	$(BIN)/physiofm synth challenge $(DEMO)/raw/challenge --records 300 --seed 0
+	$(BIN)/physiofm synth dreamer $(DEMO)/raw/dreamer --subjects 8 --seed 0
+	$(BIN)/physiofm synth challenge $(DEMO)/raw/challenge --records 400 --seed 0
 	$(BIN)/physiofm build ecg $(DEMO)/raw/challenge $(DEMO)/ecg-store
+	$(BIN)/physiofm build emotion $(DEMO)/raw/dreamer $(DEMO)/dreamer-store
+	$(BIN)/physiofm validate $(DEMO)/ecg-store
+	$(BIN)/physiofm validate $(DEMO)/dreamer-store
+	$(BIN)/physiofm pretrain $(DEMO)/ecg-store --out $(DEMO)/runs/ecg-pretrain --max-steps 60 --batch-size 16 --layers 1
+	$(BIN)/physiofm finetune $(DEMO)/dreamer-store --out $(DEMO)/runs/eeg-only --modalities eeg $(FT)
+	$(BIN)/physiofm finetune $(DEMO)/dreamer-store --out $(DEMO)/runs/ecg-only --modalities ecg --ecg-weights $(DEMO)/runs/ecg-pretrain $(FT)
+	$(BIN)/physiofm finetune $(DEMO)/dreamer-store --out $(DEMO)/runs/fusion --modalities eeg,ecg --ecg-weights $(DEMO)/runs/ecg-pretrain $(FT)
+	$(BIN)/physiofm report $(DEMO)/runs/eeg-only $(DEMO)/runs/ecg-only $(DEMO)/runs/fusion
 
 bench: setup
 	$(BIN)/python bench/build_ecg.py
+	$(BIN)/python bench/build_emotion.py --subjects 8
+	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/encoder.py --no-compile
+	$(BIN)/python bench/train_step.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) bench-out .pytest_cache

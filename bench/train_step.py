@@ -1,0 +1,100 @@
+"""Benchmark: optimisation steps/s of pretraining and fine-tuning (model + masking + loss + AdamW).
+
+Pretraining: CBraMod (12 layers, the published size) on ECG batches (16, 12, 10, 200) with dual
+masking and the masked MSE.  Fine-tuning: the fusion classifier (EEG encoder on (16, 14, 10, 200) +
+ECG encoder on (16, 2, 10, 200), both 12 layers) with BCE on three targets.  Inputs are random
+tensors of the real shapes (the loader is measured by bench/loader.py).  On a GPU, prints the share
+of the device's peak bf16 throughput reached, from the FLOPs torch counts for one step.
+
+Usage: ``python bench/train_step.py [--device cpu|cuda] [--steps 5] [--layers 12] [--peak-tflops 989]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from physiofm.models import CBraMod, DualMasking, FusionClassifier, masked_mse  # noqa: E402
+from physiofm.train.loop import autocast  # noqa: E402
+
+
+def pretrain_step(layers: int, device: torch.device, precision: str):
+    model = CBraMod(n_layer=layers).to(device)
+    masking = DualMasking()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
+    x = torch.randn(16, 12, 10, 200, device=device)
+    generator = torch.Generator().manual_seed(0)
+
+    def step():
+        _, mask = masking(x, generator=generator)
+        with autocast(device, precision):
+            loss = masked_mse(model(x, mask=mask).float(), x, mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    return step
+
+
+def finetune_step(layers: int, device: torch.device, precision: str):
+    model = FusionClassifier(eeg=CBraMod(n_layer=layers), ecg=CBraMod(n_layer=layers), n_targets=3).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    eeg, ecg = torch.randn(16, 14, 10, 200, device=device), torch.randn(16, 2, 10, 200, device=device)
+    target = torch.randint(0, 2, (16, 3), device=device).float()
+
+    def step():
+        with autocast(device, precision):
+            logits = model(eeg=eeg, ecg=ecg)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def flops(step) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return counter.get_total_flops()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="device peak bf16 dense TFLOP/s (H100 SXM)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    print(f"training steps on {device} ({torch.get_num_threads()} threads), batch 16, {args.layers} layers")
+    for name, make in (("pretrain (ECG 12x10x200, dual masking)", pretrain_step),
+                       ("finetune (fusion EEG 14 + ECG 2 leads)", finetune_step)):
+        for precision in (("fp32", "bf16") if device.type == "cuda" else ("fp32",)):
+            torch.manual_seed(0)
+            step = make(args.layers, device, precision)
+            for _ in range(2):
+                step()
+            sync()
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            sync()
+            rate = args.steps / (time.perf_counter() - start)
+            line = f"  {name:40s} {precision}  {rate:7.2f} steps/s  {16 * rate:7.1f} samples/s"
+            if device.type == "cuda":
+                line += f"  {flops(step) * rate / 1e12 / args.peak_tflops:.1%} of peak bf16"
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
