@@ -1,0 +1,595 @@
+"""Datasets over a physiofm store: exact streaming epochs from the shards, random access to the Zarr arrays.
+
+:class:`StreamingDataset` streams the WebDataset shards (local or ``s3://``, opened with
+webdataset's ``gopen``; see :mod:`physiofm.train.s3`) and yields ready batches:
+
+=============  ===============================  =========================================================
+key            type                             meaning
+=============  ===============================  =========================================================
+``ecg``        float32 ``(B, C, N, 200)``       in mV (when the store has ECG and it is selected)
+``eeg``        float32 ``(B, C, N, 200)``       in units of 100 µV (µV / 100, as CBraMod expects)
+``key``        ``list[str]``                    sample keys (``""`` for padding)
+``row``        int64 ``(B,)``                   manifest rows (-1 for padding)
+``n_patches``  int64 ``(B,)``                   valid (not zero-padded) patches of each window
+``pad``        bool ``(B,)``                    True for padding samples: leave them out of losses/metrics
+``lead_mask``  bool ``(B, C_ecg)``              ECG channels present in the source (with ECG)
+``labels``     float32 ``(B, L)``               the ``labels`` columns, in order; NaN when null or padding
+``meta``       ``list[dict]``                   each sample's ``.json`` (with ``meta=True``)
+=============  ===============================  =========================================================
+
+Scaling comes from the manifest's ``<modality>_unit`` columns, never from the shards.
+Padding samples are all zeros.  :class:`ZarrDataset` returns the same fields per sample
+(``torch``'s default collate turns them into the same batches).
+
+How an epoch is planned (every worker of every rank computes the same plan from the manifest):
+
+* The selected samples (manifest ``filters`` and/or ``rows``) are counted per shard.  The
+  shards are put in an order (a permutation drawn from ``(seed, epoch)`` when shuffling), and
+  that sample sequence is cut into ``world_size × workers`` contiguous *slots* of equal size
+  (±1): slot ``rank × workers + worker``.  A shard straddling two slots is read by both, each
+  keeping its part; shards without selected samples are never opened; unselected samples are
+  skipped by key, by ``seek``, without being read or decoded.
+* Every slot is padded to ``ceil(samples / slots)`` positions (one padding sample at most) and
+  cut into batches, so every slot yields the same number of batches ``T`` and every rank
+  ``workers × T`` (``len(dataset)``); the DataLoader (in order, the default) takes batch ``i``
+  of a rank from worker ``i % workers``.  Every real sample is in exactly one batch of one rank.
+* Shuffling within a slot: its positions go in windows of ``shuffle_buffer`` samples (rounded
+  up to whole batches); the samples read for a window are permuted with a generator seeded by
+  ``(seed, epoch, slot, window)``.  Where a sample goes is thus known before it is read, and it
+  is read straight into its batch (one copy), holding one window of batches per worker.
+* Resuming after ``k`` batches of a rank: each worker knows which positions of its slot were
+  delivered; it skips their samples (shards holding only those are not opened) and yields the
+  rest of the epoch in the same order as an uninterrupted epoch.
+
+``resampled=True`` (pretraining) makes each slot an endless stream: shards drawn with
+replacement (probability proportional to their selected samples) from ``(seed, epoch, slot)``,
+all their selected samples shuffled by windows as above; no padding, no length.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from webdataset.gopen import gopen
+
+from physiofm.io import StorageOptions, full_url, join, url_to_fs
+from physiofm.pipeline.writers import open_zarr_group
+from physiofm.train.s3 import BLOCK_SIZE, RETRIES, register_opener
+
+Filters = Mapping[str, Any] | pl.Expr | None
+Visit = tuple[int, int, int]  # (shard index, first selection index, end selection index)
+
+_MICROVOLTS = {"V": 1e6, "mV": 1e3, "uV": 1.0, "µV": 1.0, "nV": 1e-3}
+MODEL_UNIT_UV = {"ecg": 1e3, "eeg": 100.0}
+"""The unit of model inputs per modality, in µV: ECG in mV, EEG in units of 100 µV."""
+
+
+class StreamError(RuntimeError):
+    """A shard does not hold what the manifest says (the message names the shard)."""
+
+
+def _filter_expr(filters: Filters, columns: Sequence[str]) -> pl.Expr | None:
+    """``{"subject_id": ["01", "02"], "q_nan": False, "fold": None}`` → one polars expression."""
+    if filters is None or isinstance(filters, pl.Expr):
+        return filters
+    unknown = sorted(set(filters) - set(columns))
+    if unknown:
+        raise ValueError(f"filters name columns the manifest lacks: {unknown}")
+    exprs = []
+    for column, value in filters.items():
+        if value is None:
+            exprs.append(pl.col(column).is_null())
+        elif isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
+            exprs.append(pl.col(column).is_in(list(value)))
+        else:
+            exprs.append(pl.col(column) == value)
+    return pl.all_horizontal(exprs) if exprs else None
+
+
+@dataclass
+class StoreIndex:
+    """What the datasets need from a store, for the selected samples only, as numpy arrays.
+
+    Selection index ``j`` (0 … ``len - 1``) runs over the selected samples in store order.
+    """
+
+    url: str
+    wds_url: str  # the shards' folder, as a path or URL that any process can open
+    storage_options: StorageOptions
+    modalities: tuple[str, ...]
+    sample_shapes: dict[str, tuple[int, ...]]
+    shard_names: list[str]
+    shard_bytes: np.ndarray
+    shard_starts: np.ndarray  # selection indices where each shard's samples start (length shards + 1)
+    rows: np.ndarray  # manifest row (= Zarr row) of each selected sample
+    keys: list[str]
+    n_patches: np.ndarray
+    scales: dict[str, np.ndarray]  # factor to model units, per modality and sample
+    lead_mask: np.ndarray | None
+    label_names: tuple[str, ...]
+    labels: np.ndarray  # float32 (samples, labels), NaN where null
+
+    @classmethod
+    def load(cls, store: str, *, modalities: Sequence[str] | None = None, labels: Sequence[str] = (),
+             filters: Filters = None, rows: Sequence[int] | np.ndarray | None = None,
+             storage_options: StorageOptions | None = None) -> StoreIndex:
+        """Read ``build.json``, ``shards.parquet`` and ``manifest.parquet`` and apply the selection."""
+        fs, root = url_to_fs(store, storage_options)
+        build_path = join(root, "build.json")
+        if not fs.exists(build_path):
+            raise FileNotFoundError(f"{store} is not a complete physiofm store (no build.json)")
+        info = json.loads(fs.cat_file(build_path))
+        with fs.open(join(root, "shards.parquet"), "rb") as handle:
+            shards = pl.read_parquet(handle)
+        with fs.open(join(root, "manifest.parquet"), "rb") as handle:
+            manifest = pl.read_parquet(handle).with_row_index("_row")
+        available = tuple(info["modalities"])
+        chosen = tuple(modalities or available)
+        if missing := [m for m in chosen if m not in available]:
+            raise ValueError(f"{store} has modalities {list(available)}, not {missing}")
+        if (expr := _filter_expr(filters, manifest.columns)) is not None:
+            manifest = manifest.filter(expr)
+        if rows is not None:
+            manifest = manifest.filter(pl.col("_row").is_in(np.asarray(rows, dtype=np.int64).tolist()))
+        if manifest.height == 0:
+            raise ValueError(f"the filters select no sample of {store}")
+        names = shards["shard"].to_list()
+        manifest = manifest.with_columns(
+            pl.col("shard").replace_strict(names, list(range(len(names))), return_dtype=pl.Int64).alias("_shard")
+        ).sort("_shard", "shard_pos")
+        counts = np.bincount(manifest["_shard"].to_numpy(), minlength=len(names))
+        scales = {}
+        for modality in chosen:
+            units = manifest[f"{modality}_unit"]
+            if unknown := sorted(set(units.unique().to_list()) - set(_MICROVOLTS)):
+                raise ValueError(f"{store}: unknown {modality} unit(s) {unknown}")
+            scales[modality] = (units.replace_strict(_MICROVOLTS, return_dtype=pl.Float64).to_numpy()
+                                / MODEL_UNIT_UV[modality]).astype(np.float32)
+        for name in labels:
+            dtype = manifest.schema.get(name)
+            if dtype is None or not (dtype.is_numeric() or dtype == pl.Boolean):
+                raise ValueError(f"label column {name!r} is {dtype or 'missing'}: labels must be numeric or boolean")
+        label_values = (manifest.select(pl.col(list(labels)).cast(pl.Float32).fill_null(float("nan"))).to_numpy()
+                        if labels else np.zeros((manifest.height, 0), np.float32))
+        lead_mask = None
+        if "ecg" in chosen:
+            width = info["sample_shapes"]["ecg"][0]
+            lead_mask = manifest["ecg_lead_mask"].list.to_array(width).to_numpy().astype(bool)
+        return cls(
+            url=store, wds_url=full_url(fs, join(root, "wds")), storage_options=dict(storage_options or {}),
+            modalities=chosen,
+            sample_shapes={m: tuple(info["sample_shapes"][m]) for m in chosen},
+            shard_names=names, shard_bytes=shards["bytes"].to_numpy(),
+            shard_starts=np.concatenate([[0], np.cumsum(counts)]),
+            rows=manifest["_row"].to_numpy().astype(np.int64), keys=manifest["key"].to_list(),
+            n_patches=manifest["n_patches"].to_numpy().astype(np.int64), scales=scales,
+            lead_mask=lead_mask,
+            label_names=tuple(labels), labels=np.ascontiguousarray(label_values, dtype=np.float32),
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def shard_counts(self) -> np.ndarray:
+        return np.diff(self.shard_starts)
+
+    def fields(self, js: np.ndarray) -> dict[str, Any]:
+        """The non-signal batch fields of selection indices ``js`` (-1 marks padding)."""
+        pad = js < 0
+        safe = np.where(pad, 0, js)
+        out: dict[str, Any] = {
+            "key": ["" if j < 0 else self.keys[j] for j in js.tolist()],
+            "row": torch.from_numpy(np.where(pad, -1, self.rows[safe])),
+            "n_patches": torch.from_numpy(np.where(pad, 0, self.n_patches[safe])),
+            "pad": torch.from_numpy(pad),
+        }
+        if self.lead_mask is not None:
+            out["lead_mask"] = torch.from_numpy(self.lead_mask[safe] & ~pad[:, None])
+        if self.label_names:
+            out["labels"] = torch.from_numpy(np.where(pad[:, None], np.float32("nan"), self.labels[safe]))
+        return out
+
+
+# ---- reading shards --------------------------------------------------------------------------
+
+_ZERO_BLOCK = bytes(512)
+
+
+def _iter_tar(stream, url: str) -> Iterator[tuple[str, int]]:
+    """``(name, size)`` of each regular member of a ustar stream, left positioned at the member's data.
+
+    The caller reads what it wants of the data; the next header is then found with ``seek``, so
+    unread members are skipped without being read.  (``tarfile``'s stream mode copies every byte
+    about three times: this keeps streaming close to the raw read rate.)
+    """
+    offset = stream.tell()
+    while True:
+        header = stream.read(512)
+        if len(header) < 512 or header == _ZERO_BLOCK:
+            if header and header != _ZERO_BLOCK:
+                raise StreamError(f"{url}: truncated tar header at byte {offset}")
+            return
+        if header[257:262] != b"ustar":
+            raise StreamError(f"{url}: no ustar header at byte {offset} (corrupt shard)")
+        name = header[:100].split(b"\0", 1)[0].decode()
+        if header[345]:  # ustar prefix
+            name = header[345:500].split(b"\0", 1)[0].decode() + "/" + name
+        size = int(header[124:136].strip(b"\0 ") or b"0", 8)
+        flag = header[156:157]
+        if flag in (b"0", b"\0"):
+            yield name, size
+        elif flag != b"5":
+            raise StreamError(f"{url}: unsupported tar member type {flag!r} ({name}); shards are plain ustar")
+        offset += 512 + size + -size % 512
+        stream.seek(offset)
+
+
+@lru_cache(maxsize=256)
+def _npy_layout(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype] | None:
+    """``(shape, fortran_order, dtype)`` of a ``.npy`` header (None unless version 1 or 2).
+
+    Cached: ``np.load`` parses every header with ``literal_eval``, which costs more than the copy.
+    """
+    stream = io.BytesIO(header)
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(stream)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(stream)
+    return None
+
+
+def _read_npy(stream, size: int, out: np.ndarray, where: str) -> None:
+    """Read a ``.npy`` member of ``size`` bytes into the float32 array ``out`` (straight into it when the
+    member is float32 too); only float arrays of ``out``'s shape are accepted, never pickles."""
+    head = stream.read(12)
+    width = 2 if head[6:7] == b"\x01" else 4
+    end = 8 + width + int.from_bytes(head[8:8 + width], "little")
+    layout = _npy_layout(head + stream.read(end - 12)) if head[:6] == b"\x93NUMPY" and end > 12 else None
+    if layout is None:
+        raise StreamError(f"{where}: not a version 1 or 2 .npy member")
+    shape, fortran, dtype = layout
+    nbytes = dtype.itemsize * math.prod(shape)
+    if shape != out.shape or dtype.kind != "f" or size - end != nbytes:
+        raise StreamError(f"{where}: {dtype} array of shape {shape} ({size} bytes); expected floats of shape "
+                          f"{out.shape}")
+    if dtype == out.dtype and not fortran:
+        got = stream.readinto(out.data.cast("B"))
+    else:
+        data = stream.read(nbytes)
+        got = len(data)
+        if got == nbytes:
+            out[...] = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+    if got != nbytes:
+        raise StreamError(f"{where}: truncated member")
+
+
+def _slot_visits(counts: np.ndarray, starts: np.ndarray, order: np.ndarray, slots: int, slot: int) -> list[Visit]:
+    """The shard parts of slot ``slot``: the samples of the shards in ``order`` cut in ``slots`` even parts."""
+    total = int(counts.sum())
+    low, high = slot * total // slots, (slot + 1) * total // slots
+    visits, position = [], 0
+    for shard in order.tolist():
+        count = int(counts[shard])
+        first, last = max(low, position), min(high, position + count)
+        if first < last:
+            base = int(starts[shard]) - position
+            visits.append((shard, base + first, base + last))
+        position += count
+        if position >= high:
+            break
+    return visits
+
+
+def _empty_float32(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised tensor; in a DataLoader worker, in shared memory, so that it is sent without a copy."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    prototype = torch.empty(0, dtype=torch.float32)
+    return prototype.new(prototype._typed_storage()._new_shared(math.prod(shape))).view(shape)
+
+
+class _Window:
+    """The batches of slot positions ``[first, end)``, filled in place as their samples are read."""
+
+    def __init__(self, dataset: StreamingDataset, first: int, end: int) -> None:
+        self.dataset, self.first = dataset, first
+        step = dataset.batch_size
+        self.sizes = [min(step, end - start) for start in range(first, end, step)]
+        self.tensors = {modality: [_empty_float32((n, *shape)) for n in self.sizes]
+                        for modality, shape in dataset.index.sample_shapes.items()}
+        self.arrays = {modality: [t.numpy() for t in tensors] for modality, tensors in self.tensors.items()}
+        self.js = np.full(end - first, -1, dtype=np.int64)
+        self.meta: list[dict] = [{} for _ in range(end - first)] if dataset.meta else []
+
+    def put(self, position: int, j: int, member: str, size: int, stream, where: str) -> None:
+        i = position - self.first
+        self.js[i] = j
+        if member == "json":
+            self.meta[i] = json.loads(stream.read(size))
+        else:
+            batch, row = divmod(i, self.dataset.batch_size)
+            _read_npy(stream, size, self.arrays[member[:-4]][batch][row], where)
+
+    def batches(self) -> Iterator[dict[str, Any]]:
+        index, start = self.dataset.index, 0
+        for batch, n in enumerate(self.sizes):
+            js = self.js[start:start + n]
+            pad = js < 0
+            out: dict[str, Any] = {}
+            for modality, tensors in self.tensors.items():
+                values = self.arrays[modality][batch]
+                values[pad] = 0.0
+                scale = np.where(pad, 1.0, index.scales[modality][np.maximum(js, 0)]).astype(np.float32)
+                if (scale != 1.0).any():
+                    values *= scale.reshape(-1, *[1] * (values.ndim - 1))
+                out[modality] = tensors[batch]
+            out.update(index.fields(js))
+            if self.dataset.meta:
+                out["meta"] = self.meta[start:start + n]
+            start += n
+            yield out
+
+
+class StreamingDataset(IterableDataset):
+    """Batches streamed from a store's WebDataset shards, exact per epoch (see the module docstring).
+
+    ``store``: local path or ``s3://bucket/prefix``; ``storage_options`` for fsspec (else the
+    AWS environment variables).  ``batch_size``: samples per batch (batches are made here: use
+    :meth:`loader`, or a DataLoader with ``batch_size=None`` and ``num_workers`` equal to the
+    one given here, ``in_order=True`` and no persistent workers).  ``modalities``: default all
+    of the store.  ``labels``: numeric or boolean manifest columns for ``batch["labels"]``.
+    ``filters``/``rows``: select samples (``{"subject_id": [...], "q_nan": False}`` or a polars
+    expression; manifest row indices, e.g. a fold of :mod:`physiofm.train.protocols`).
+    ``rank``/``world_size``: default from ``torch.distributed`` when initialised, else 0/1.
+    ``retries``/``block_size``: remote shards are read in ranged requests of ``block_size`` bytes,
+    each retried from the first byte not yet delivered at most ``retries`` times
+    (:class:`physiofm.train.s3.ShardReadError` then names the shard).  ``meta``: add ``batch["meta"]``.
+    The order of an epoch depends on ``seed``, ``epoch``, ``world_size``, ``num_workers``,
+    ``batch_size`` and ``shuffle_buffer``; resuming needs the same values.
+    """
+
+    def __init__(self, store: str, *, batch_size: int, modalities: Sequence[str] | None = None,
+                 labels: Sequence[str] = (), filters: Filters = None, rows: Sequence[int] | np.ndarray | None = None,
+                 shuffle: bool = True, shuffle_buffer: int = 512, seed: int = 0, epoch: int = 0,
+                 start_batch: int = 0, resampled: bool = False, num_workers: int = 0, rank: int | None = None,
+                 world_size: int | None = None, meta: bool = False, storage_options: StorageOptions | None = None,
+                 retries: int = RETRIES, block_size: int = BLOCK_SIZE) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.world_size = world_size if world_size is not None else (
+            torch.distributed.get_world_size() if distributed else 1)
+        self.rank = rank if rank is not None else (torch.distributed.get_rank() if distributed else 0)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is not in [0, {self.world_size})")
+        self.index = StoreIndex.load(store, modalities=modalities, labels=labels, filters=filters, rows=rows,
+                                     storage_options=storage_options)
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.shuffle, self.shuffle_buffer, self.seed = shuffle, shuffle_buffer, seed
+        self.resampled, self.meta, self.retries, self.block_size = resampled, meta, retries, block_size
+        self.set_epoch(epoch, start_batch)
+
+    # ---- epochs and resuming ----
+
+    @property
+    def num_samples(self) -> int:
+        """Selected (real) samples: an exact epoch delivers each once, over all ranks."""
+        return len(self.index)
+
+    @property
+    def _workers(self) -> int:
+        return max(1, self.num_workers)
+
+    @property
+    def _slot_length(self) -> int:
+        """Positions (samples and padding) of every slot in an exact epoch."""
+        return -(-self.num_samples // (self.world_size * self._workers))
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches every rank yields in a full exact epoch (the same on all ranks)."""
+        if self.resampled:
+            raise TypeError("a resampled stream is endless: it has no epoch length")
+        return self._workers * -(-self._slot_length // self.batch_size)
+
+    def __len__(self) -> int:
+        """Batches this rank yields on the next iteration (the epoch's rest after ``start_batch``)."""
+        return self.batches_per_epoch - self.start_batch
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Make the next iteration epoch ``epoch``, starting after ``start_batch`` batches of this rank."""
+        if start_batch < 0 or (not self.resampled and start_batch > self.batches_per_epoch):
+            raise ValueError(f"start_batch {start_batch} is outside the epoch")
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def state_dict(self, batches_consumed: int) -> dict[str, int | bool]:
+        """Where this rank stands after ``batches_consumed`` batches of the current epoch."""
+        return {"epoch": self.epoch, "start_batch": self.start_batch + batches_consumed, **self._plan_config()}
+
+    def load_state_dict(self, state: Mapping[str, int | bool]) -> None:
+        """Resume at a :meth:`state_dict`: the next iteration yields exactly the rest of that epoch."""
+        changed = {k: (state.get(k), v) for k, v in self._plan_config().items() if state.get(k) != v}
+        if changed:
+            raise ValueError(f"cannot resume: the epoch plan changed (saved, now): {changed}")
+        self.set_epoch(int(state["epoch"]), int(state["start_batch"]))
+
+    def _plan_config(self) -> dict[str, int | bool]:
+        return {"seed": self.seed, "samples": self.num_samples, "world_size": self.world_size,
+                "num_workers": self._workers, "batch_size": self.batch_size, "shuffle": self.shuffle,
+                "shuffle_buffer": self.shuffle_buffer, "resampled": self.resampled}
+
+    def loader(self, **kwargs: Any) -> DataLoader:
+        """A DataLoader over this dataset (``batch_size=None``, this ``num_workers``); ``kwargs`` pass on."""
+        if kwargs.get("persistent_workers") or kwargs.get("in_order") is False:
+            raise ValueError("persistent workers would not see set_epoch, and in_order=False breaks resuming")
+        return DataLoader(self, batch_size=None, num_workers=self.num_workers, **kwargs)
+
+    # ---- iteration ----
+
+    @property
+    def _window(self) -> int:
+        """Positions shuffled together: ``shuffle_buffer`` rounded up to whole batches (one batch without shuffle)."""
+        return self.batch_size * (max(1, -(-self.shuffle_buffer // self.batch_size)) if self.shuffle else 1)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        if workers != self._workers:
+            raise ValueError(f"this dataset was made for num_workers={self.num_workers} but the DataLoader has "
+                             f"{info.num_workers if info else 0}: the epoch plan depends on it")
+        if "://" in self.index.wds_url:
+            register_opener(self.index.wds_url.split("://", 1)[0])
+        # The DataLoader takes batch i from worker i % workers; after start_batch batches it starts again at
+        # worker 0, so worker w continues the part of the one that would have made batch start_batch + w.
+        part = (worker + self.start_batch) % workers
+        slots, slot = self.world_size * workers, self.rank * workers + part
+        done = -(-(self.start_batch - part) // workers) * self.batch_size  # positions that part has delivered
+        if self.resampled:
+            yield from self._slot_batches(self._resampled_visits(slot), None, None, slot, done)
+            return
+        counts = self.index.shard_counts()
+        order = (np.random.default_rng([self.seed, self.epoch, 1]).permutation(len(counts)) if self.shuffle
+                 else np.arange(len(counts)))
+        visits = _slot_visits(counts, self.index.shard_starts, order, slots, slot)
+        real = sum(high - low for _, low, high in visits)
+        yield from self._slot_batches(visits, real, self._slot_length, slot, min(done, self._slot_length))
+
+    def _resampled_visits(self, slot: int) -> Iterator[Visit]:
+        rng = np.random.default_rng([self.seed, self.epoch, 3, slot])
+        counts = self.index.shard_counts()
+        starts = self.index.shard_starts
+        while True:
+            for shard in rng.choice(len(counts), size=256, p=counts / counts.sum()).tolist():
+                yield shard, int(starts[shard]), int(starts[shard + 1])
+
+    def _slot_batches(self, visits: Iterable[Visit], real: int | None, length: int | None, slot: int,
+                      done: int) -> Iterator[dict[str, Any]]:
+        """The batches of a slot after its first ``done`` positions.
+
+        Positions come in windows of ``_window``; window ``w`` holds the samples read for it (read
+        positions ``w × window …``) in an order drawn from ``(seed, epoch, slot, w)``, so where any
+        sample goes is known before it is read, and it is read straight into its batch.  Positions
+        from ``real`` on are padding; the slot ends at ``length`` (None: endless).
+        """
+        size = self._window
+        window = done // size
+        members = self._members(visits, window * size)
+        ahead = next(members, None)
+        while length is None or window * size < length:
+            low = window * size
+            high = low + size if length is None else min(low + size, length)
+            real_high = high if real is None else min(high, real)
+            first = max(low, done)
+            count = max(0, real_high - low)
+            rng = np.random.default_rng([self.seed, self.epoch, 2, slot, window])
+            order = rng.permutation(count) if self.shuffle else np.arange(count)
+            batches = _Window(self, first, high)
+            while ahead is not None and ahead[0] < real_high:
+                position, j, member, member_size, stream, where = ahead
+                if (target := low + int(order[position - low])) >= first:
+                    batches.put(target, j, member, member_size, stream, where)
+                ahead = next(members, None)
+            if (batches.js >= 0).sum() != max(0, real_high - first):
+                raise StreamError(f"slot {slot} of epoch {self.epoch}: the shards ran out before the manifest did")
+            yield from batches.batches()
+            window += 1
+
+    def _members(self, visits: Iterable[Visit], first: int) -> Iterator[tuple[int, int, str, int, Any, str]]:
+        """``(read position, selection index, member, size, stream, where)`` of the members to read, in order.
+
+        Samples before read position ``first`` are skipped, and shards holding only those are not
+        opened; so are unselected samples and members (by name, without reading them).
+        """
+        expected = tuple(f"{m}.npy" for m in self.index.modalities) + (("json",) if self.meta else ())
+        position = 0
+        for shard, low, high in visits:
+            start, position = position, position + high - low
+            if position <= first:
+                continue
+            keys = {self.index.keys[j]: (start + j - low, j) for j in range(low + max(0, first - start), high)}
+            left = dict.fromkeys(keys, len(expected))
+            url = f"{self.index.wds_url}/{self.index.shard_names[shard]}"
+            with gopen(url, "rb", storage_options=self.index.storage_options, size=int(self.index.shard_bytes[shard]),
+                       retries=self.retries, block_size=self.block_size) as stream:
+                for name, size in _iter_tar(stream, url):
+                    for member in expected:
+                        cut = -len(member) - 1
+                        if name.endswith(member) and name[cut] == "." and (key := name[:cut]) in left:
+                            yield (*keys[key], member, size, stream, f"{url}:{name}")
+                            left[key] -= 1
+                            if not left[key]:
+                                del left[key]
+                            break
+                    if not left:
+                        break
+            if left:
+                raise StreamError(f"{url}: {len(left)} sample(s) of the manifest are missing or incomplete in the "
+                                  f"shard (first: {next(iter(left))!r})")
+
+
+class ZarrDataset(Dataset):
+    """Random access to the selected samples of a store's Zarr arrays (map-style).
+
+    Item ``i`` is the ``i``-th selected sample, a dict with the fields of a streamed batch for
+    one sample (tensors without the batch axis, ``key`` a str, ``row``/``n_patches`` ints,
+    ``pad`` False); ``torch``'s default collate makes batches of the streaming format.  The
+    Zarr group is opened lazily in each process that reads (so DataLoader workers never use a
+    connection made before the fork); ``__getitems__`` reads a batch of rows at once.
+    """
+
+    def __init__(self, store: str, *, modalities: Sequence[str] | None = None, labels: Sequence[str] = (),
+                 filters: Filters = None, rows: Sequence[int] | np.ndarray | None = None,
+                 storage_options: StorageOptions | None = None) -> None:
+        self.index = StoreIndex.load(store, modalities=modalities, labels=labels, filters=filters, rows=rows,
+                                     storage_options=storage_options)
+        self._arrays: dict[str, Any] | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_arrays": None, "_pid": -1}
+
+    def _open(self) -> dict[str, Any]:
+        if self._arrays is None or self._pid != os.getpid():
+            fs, root = url_to_fs(self.index.url, self.index.storage_options)
+            group = open_zarr_group(fs, join(root, "zarr"), mode="r", storage_options=self.index.storage_options)
+            self._arrays, self._pid = {m: group[m] for m in self.index.modalities}, os.getpid()
+        return self._arrays
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        js = np.asarray(indices, dtype=np.int64)
+        if len(js) and (js.min() < -len(self) or js.max() >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} samples")
+        js %= len(self)
+        rows, inverse = np.unique(self.index.rows[js], return_inverse=True)
+        arrays = {}
+        for modality, array in self._open().items():
+            values = np.asarray(array.oindex[rows], dtype=np.float32)[inverse]
+            arrays[modality] = values * self.index.scales[modality][js].reshape(-1, *[1] * (values.ndim - 1))
+        fields = self.index.fields(js)
+        samples = []
+        for i in range(len(js)):
+            sample = {m: torch.from_numpy(arrays[m][i]) for m in arrays}
+            for name, value in fields.items():
+                item = value[i]
+                sample[name] = item.item() if name in ("row", "n_patches", "pad") else item
+            samples.append(sample)
+        return samples
