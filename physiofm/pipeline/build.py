@@ -36,9 +36,10 @@ import physiofm
 from physiofm.io import atomic_write, join, url_to_fs, write_bytes
 from physiofm.pipeline import corpora, schema
 from physiofm.pipeline.recipe import load_recipe, merge, recipe_hash
+from physiofm.pipeline.shards import read_arrays
 from physiofm.pipeline.records import Item, Record, Reject
 from physiofm.pipeline.writers import (
-    TarShardWriter, ZarrAppender, json_bytes, npy_bytes, open_zarr_group, read_tar_arrays,
+    TarShardWriter, ZarrAppender, json_bytes, npy_bytes, open_zarr_group,
 )
 
 PREPARERS = {"ecg": "physiofm.pipeline.ecg", "emotion": "physiofm.pipeline.emotion"}
@@ -235,7 +236,8 @@ def build(
             return
         shard_path = join(root, "wds", marker["shard"]["shard"])
         for modality in preparer.MODALITIES:
-            arrays = read_tar_arrays(fs, shard_path, f"{modality}.npy")
+            with fs.open(shard_path, "rb") as handle:
+                arrays = read_arrays(handle, shard_path, f"{modality}.npy")
             if modality not in appenders:
                 appenders[modality] = ZarrAppender(group, modality, arrays[0].shape, out_cfg["dtype"],
                                                    out_cfg["zarr_chunk_rows"], out_cfg["zarr_shard_rows"],

@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -110,16 +109,6 @@ class TarShardWriter:
             except RuntimeError:
                 pass
         self._tar = self._context = None
-
-
-def read_tar_arrays(fs, path: str, extension: str) -> list[np.ndarray]:
-    """The arrays stored under ``.<extension>`` in a shard, in member order."""
-    out = []
-    with fs.open(path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
-        for member in tar:
-            if member.name.endswith(f".{extension}"):
-                out.append(np.load(io.BytesIO(tar.extractfile(member).read()), allow_pickle=False))
-    return out
 
 
 def open_zarr_group(fs, path: str, mode: str = "r", storage_options: dict | None = None):

@@ -48,13 +48,11 @@ all their selected samples shuffled by windows as above; no padding, no length.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -64,6 +62,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from webdataset.gopen import gopen
 
 from physiofm.io import StorageOptions, full_url, join, url_to_fs
+from physiofm.pipeline.shards import ShardError as StreamError
+from physiofm.pipeline.shards import iter_members, npy_layout
 from physiofm.pipeline.writers import open_zarr_group
 from physiofm.train.s3 import BLOCK_SIZE, RETRIES, register_opener
 
@@ -75,8 +75,6 @@ MODEL_UNIT_UV = {"ecg": 1e3, "eeg": 100.0}
 """The unit of model inputs per modality, in µV: ECG in mV, EEG in units of 100 µV."""
 
 
-class StreamError(RuntimeError):
-    """A shard does not hold what the manifest says (the message names the shard)."""
 
 
 def _filter_expr(filters: Filters, columns: Sequence[str]) -> pl.Expr | None:
@@ -203,60 +201,13 @@ class StoreIndex:
 
 # ---- reading shards --------------------------------------------------------------------------
 
-_ZERO_BLOCK = bytes(512)
-
-
-def _iter_tar(stream, url: str) -> Iterator[tuple[str, int]]:
-    """``(name, size)`` of each regular member of a ustar stream, left positioned at the member's data.
-
-    The caller reads what it wants of the data; the next header is then found with ``seek``, so
-    unread members are skipped without being read.  (``tarfile``'s stream mode copies every byte
-    about three times: this keeps streaming close to the raw read rate.)
-    """
-    offset = stream.tell()
-    while True:
-        header = stream.read(512)
-        if len(header) < 512 or header == _ZERO_BLOCK:
-            if header and header != _ZERO_BLOCK:
-                raise StreamError(f"{url}: truncated tar header at byte {offset}")
-            return
-        if header[257:262] != b"ustar":
-            raise StreamError(f"{url}: no ustar header at byte {offset} (corrupt shard)")
-        name = header[:100].split(b"\0", 1)[0].decode()
-        if header[345]:  # ustar prefix
-            name = header[345:500].split(b"\0", 1)[0].decode() + "/" + name
-        size = int(header[124:136].strip(b"\0 ") or b"0", 8)
-        flag = header[156:157]
-        if flag in (b"0", b"\0"):
-            yield name, size
-        elif flag != b"5":
-            raise StreamError(f"{url}: unsupported tar member type {flag!r} ({name}); shards are plain ustar")
-        offset += 512 + size + -size % 512
-        stream.seek(offset)
-
-
-@lru_cache(maxsize=256)
-def _npy_layout(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype] | None:
-    """``(shape, fortran_order, dtype)`` of a ``.npy`` header (None unless version 1 or 2).
-
-    Cached: ``np.load`` parses every header with ``literal_eval``, which costs more than the copy.
-    """
-    stream = io.BytesIO(header)
-    version = np.lib.format.read_magic(stream)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(stream)
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(stream)
-    return None
-
-
 def _read_npy(stream, size: int, out: np.ndarray, where: str) -> None:
     """Read a ``.npy`` member of ``size`` bytes into the float32 array ``out`` (straight into it when the
     member is float32 too); only float arrays of ``out``'s shape are accepted, never pickles."""
     head = stream.read(12)
     width = 2 if head[6:7] == b"\x01" else 4
     end = 8 + width + int.from_bytes(head[8:8 + width], "little")
-    layout = _npy_layout(head + stream.read(end - 12)) if head[:6] == b"\x93NUMPY" and end > 12 else None
+    layout = npy_layout(head + stream.read(end - 12)) if head[:6] == b"\x93NUMPY" and end > 12 else None
     if layout is None:
         raise StreamError(f"{where}: not a version 1 or 2 .npy member")
     shape, fortran, dtype = layout
@@ -524,7 +475,7 @@ class StreamingDataset(IterableDataset):
             url = f"{self.index.wds_url}/{self.index.shard_names[shard]}"
             with gopen(url, "rb", storage_options=self.index.storage_options, size=int(self.index.shard_bytes[shard]),
                        retries=self.retries, block_size=self.block_size) as stream:
-                for name, size in _iter_tar(stream, url):
+                for name, size in iter_members(stream, url):
                     for member in expected:
                         cut = -len(member) - 1
                         if name.endswith(member) and name[cut] == "." and (key := name[:cut]) in left:
