@@ -58,16 +58,14 @@ def _sex(value: str | None) -> str | None:
     return value if value in ("female", "male") else None
 
 
-def read(root: str, items: list[Item]) -> Iterator[Record | Reject]:
-    fs, base = url_to_fs(root)
-    for item in items:
-        try:
-            header, signal = wfdb_dir.load(fs, base, item)
-        except ValueError as error:
-            yield Reject(NAME, item.path, "read", str(error), item.id)
-            continue
+def _labels(root: str):
+    def describe(item: Item, header) -> tuple[None, dict]:
         fields = header.comment_fields()
         dx = [code.strip() for code in fields.get("Dx", "").split(",") if code.strip()]
-        meta = {"dx": dx, "age": _age(fields.get("Age")), "sex": _sex(fields.get("Sex")),
-                "subset": subset_of(item.id, root)}
-        yield Record(NAME, item.id, item.path, {"ecg": signal}, None, meta)
+        return None, {"dx": dx, "age": _age(fields.get("Age")), "sex": _sex(fields.get("Sex")),
+                      "subset": subset_of(item.id, root)}
+    return describe
+
+
+def read(root: str, items: list[Item]) -> Iterator[Record | Reject]:
+    return wfdb_dir.read_records(root, items, NAME, _labels(root))

@@ -58,11 +58,4 @@ def list_items(root: str) -> list[Item]:
 
 
 def read(root: str, items: list[Item]) -> Iterator[Record | Reject]:
-    fs, base = url_to_fs(root)
-    for item in items:
-        try:
-            _, signal = wfdb_dir.load(fs, base, item)
-        except ValueError as error:
-            yield Reject(NAME, item.path, "read", str(error), item.id)
-            continue
-        yield Record(NAME, item.id, item.path, {"ecg": signal}, item.extra[0], json.loads(item.extra[1]))
+    return wfdb_dir.read_records(root, items, NAME, wfdb_dir.listed_labels)

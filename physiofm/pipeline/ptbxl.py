@@ -88,12 +88,4 @@ def list_items(root: str) -> list[Item]:
 
 
 def read(root: str, items: list[Item]) -> Iterator[Record | Reject]:
-    fs, base = url_to_fs(root)
-    for item in items:
-        try:
-            _, signal = wfdb_dir.load(fs, base, item)
-        except ValueError as error:
-            yield Reject(NAME, item.path, "read", str(error), item.id)
-            continue
-        subject, meta = (item.extra[0], json.loads(item.extra[1])) if item.extra else (None, {})
-        yield Record(NAME, item.id, item.path, {"ecg": signal}, subject, meta)
+    return wfdb_dir.read_records(root, items, NAME, wfdb_dir.listed_labels)

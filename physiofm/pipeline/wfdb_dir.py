@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 
 from physiofm.io import join, url_to_fs
 from physiofm.pipeline.records import Item, Record, Reject, Signal
@@ -57,7 +58,21 @@ def load(fs, base: str, item: Item) -> tuple[Header, Signal]:
     return header, Signal(data, header.fs, channels, "mV")
 
 
-def read(root: str, items: list[Item], dataset: str = NAME) -> Iterator[Record | Reject]:
+Describe = Callable[[Item, Header], tuple[str | None, dict]]
+
+
+def comments(item: Item, header: Header) -> tuple[str | None, dict]:
+    """No subject id; the header's comment lines as ``comments``."""
+    return None, ({"comments": "; ".join(header.comments)} if header.comments else {})
+
+
+def listed_labels(item: Item, header: Header) -> tuple[str | None, dict]:
+    """The ``(subject id, labels JSON)`` a corpus stored in ``Item.extra`` when it listed the item."""
+    return (item.extra[0], json.loads(item.extra[1])) if item.extra else (None, {})
+
+
+def read_records(root: str, items: list[Item], dataset: str, describe: Describe) -> Iterator[Record | Reject]:
+    """Read WFDB records; ``describe(item, header)`` gives each record's subject id and labels."""
     fs, base = url_to_fs(root)
     for item in items:
         try:
@@ -65,5 +80,9 @@ def read(root: str, items: list[Item], dataset: str = NAME) -> Iterator[Record |
         except ValueError as error:
             yield Reject(dataset, item.path, "read", str(error), item.id)
             continue
-        meta = {"comments": "; ".join(header.comments)} if header.comments else {}
-        yield Record(dataset, item.id, item.path, {"ecg": signal}, None, meta)
+        subject, meta = describe(item, header)
+        yield Record(dataset, item.id, item.path, {"ecg": signal}, subject, meta)
+
+
+def read(root: str, items: list[Item]) -> Iterator[Record | Reject]:
+    return read_records(root, items, NAME, comments)
