@@ -21,16 +21,14 @@ import torch
 
 from physiofm.io import join, url_to_fs
 from physiofm.models import CBraMod, FusionClassifier, load_pretrained
-from physiofm.train.loop import autocast, cosine_with_warmup, pick_device, seed_step
+from physiofm.train.loop import TrainOptions, autocast, cosine_with_warmup, pick_device, seed_step
 from physiofm.train.metrics import binary_metrics, summarize
 from physiofm.train.protocols import make_folds
 from physiofm.train.stream import StreamingDataset
 
 
 @dataclass
-class FinetuneConfig:
-    store: str
-    out: str
+class FinetuneConfig(TrainOptions):
     modalities: tuple[str, ...] = ("eeg", "ecg")
     targets: tuple[str, ...] = ("valence", "arousal", "dominance")
     protocol: str = "kfold-subject"
@@ -38,24 +36,13 @@ class FinetuneConfig:
     eeg_weights: str | None = None
     ecg_weights: str | None = None
     epochs: int = 10
-    max_steps: int | None = None
-    batch_size: int = 32
     lr: float = 1e-4
     head_lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 10
-    clip: float = 1.0
-    workers: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    seed: int = 0
-    resume: bool = False
     pooling: str = "mean"
     freeze: tuple[str, ...] = ()
     eeg_model: dict = field(default_factory=dict)
     ecg_model: dict = field(default_factory=dict)
     segment: str = "stimulus"
-    storage_options: dict = field(default_factory=dict)
 
 
 def _encoder(modality: str, config: FinetuneConfig) -> CBraMod | None:

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,27 @@ import numpy as np
 import torch
 
 from physiofm.io import atomic_write, url_to_fs
+
+
+@dataclass
+class TrainOptions:
+    """What both training commands take (``--epochs``, ``--max-steps``, ``--batch-size``, ``--lr``, …)."""
+
+    store: str
+    out: str
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 10
+    clip: float = 1.0
+    workers: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    storage_options: dict = field(default_factory=dict)
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -19,32 +19,17 @@ import torch
 
 from physiofm.models import CBraMod, DualMasking, masked_mse
 from physiofm.train.loop import (
-    JsonLog, autocast, cosine_with_warmup, load_checkpoint, pick_device, plot_curve, save_checkpoint, seed_step,
+    JsonLog, TrainOptions, autocast, cosine_with_warmup, load_checkpoint, pick_device, plot_curve, save_checkpoint, seed_step,
 )
 from physiofm.train.stream import StreamingDataset
 
 
 @dataclass
-class PretrainConfig:
-    store: str
-    out: str
+class PretrainConfig(TrainOptions):
     modality: str = "ecg"
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 0.05
-    warmup_steps: int = 10
-    clip: float = 1.0
-    workers: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    seed: int = 0
-    resume: bool = False
     checkpoint_every: int = 100
     model: dict = field(default_factory=dict)
     masking: dict = field(default_factory=dict)
-    storage_options: dict = field(default_factory=dict)
 
 
 def _inputs(batch: dict, modality: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
