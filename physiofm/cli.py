@@ -143,7 +143,7 @@ def pretrain(
                                  resume=resume, checkpoint_every=checkpoint_every, model=_sizes(layers),
                                  masking={"mode": mask}, storage_options=parse_storage_options(storage_option)))
     console.print(f"pretrained {summary['steps']} steps, final loss {summary['final_loss']}, "
-                  f"{summary['samples_per_s']:.1f} samples/s → {out}")
+                  f"{summary['samples_per_s']:.1f} samples/s → {out}", soft_wrap=True)
 
 
 @app.command()
@@ -185,15 +185,15 @@ def report(runs: Annotated[list[str], typer.Argument(help="fine-tuning run folde
 
 def _print_comparison(rows: list[dict]) -> None:
     targets = sorted({key.split(".")[0] for row in rows for key in row if "." in key})
-    table = Table(title="fine-tuning results (mean ± sd over folds)")
+    table = Table(title="fine-tuning results: ROC-AUC and F1, mean ± sd over folds")
     for column in ("run", "modalities", *[f"{t} AUC" for t in targets], *[f"{t} F1" for t in targets], "mean AUC"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for row in rows:
         cells = [row["run"], row["modalities"]]
         for metric in ("roc_auc", "f1"):
             cells += [f"{row[f'{t}.{metric}'][0]:.3f} ± {row[f'{t}.{metric}'][1]:.3f}" for t in targets]
         table.add_row(*cells, f"{row['mean_auc']:.3f}")
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 def main() -> None:
