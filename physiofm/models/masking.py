@@ -1,14 +1,15 @@
 """Dual masking for reconstruction pretraining, and the loss on masked patches.
 
 * intra-lead: each (lead, patch) is masked with probability ``intra_ratio`` (CBraMod's 0.5);
-* inter-lead: whole leads are masked, ``inter_count`` of them or ``inter_ratio`` of the present
-  leads (at least one, and always leaving one visible), to be rebuilt from the others;
+* inter-lead: whole leads are masked, ``inter_count`` of them or ``ceil(inter_ratio x present
+  leads)`` (method.md 1.4), always leaving one present lead visible, to be rebuilt from the others;
 * dual: per sample, intra-lead with probability ``p_intra`` else inter-lead (``combine="choice"``),
   or the union of both (``combine="union"``).
 
 Absent leads (``lead_mask`` False) and zero-padded patches (``patch_mask`` False) are never
 masked, so they are never reconstruction targets.  Masked patches are set to zero, the
-encoder's mask token.
+encoder's mask token.  Random draws come from ``generator`` (on its device), so a seeded
+generator gives the same masks on any device.
 """
 
 from __future__ import annotations
@@ -17,58 +18,82 @@ import torch
 from torch import nn
 
 MODES = ("intra", "inter", "dual")
+COMBINES = ("choice", "union")
 
 
 class DualMasking(nn.Module):
+    """``DualMasking(...)(x, lead_mask, patch_mask, generator)`` → ``(masked x, mask)``."""
+
     def __init__(self, mode: str = "dual", intra_ratio: float = 0.5, inter_ratio: float = 0.25,
                  inter_count: int | None = None, combine: str = "choice", p_intra: float = 0.5) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mask mode {mode!r} is not one of {MODES}")
-        if combine not in ("choice", "union"):
-            raise ValueError(f"combine {combine!r} is not 'choice' or 'union'")
+        if combine not in COMBINES:
+            raise ValueError(f"combine {combine!r} is not one of {COMBINES}")
+        for name, value in (("intra_ratio", intra_ratio), ("inter_ratio", inter_ratio), ("p_intra", p_intra)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        if inter_count is not None and inter_count < 0:
+            raise ValueError(f"inter_count must be >= 0, got {inter_count}")
         self.mode, self.intra_ratio, self.inter_ratio = mode, intra_ratio, inter_ratio
         self.inter_count, self.combine, self.p_intra = inter_count, combine, p_intra
 
-    def intra(self, shape: tuple[int, int, int], generator: torch.Generator | None) -> torch.Tensor:
-        return torch.rand(shape, generator=generator) < self.intra_ratio
+    def intra(self, shape: tuple[int, int, int], generator: torch.Generator | None = None,
+              device: torch.device | None = None) -> torch.Tensor:
+        """Bernoulli(``intra_ratio``) over (B, C, N)."""
+        return _rand(shape, generator, device) < self.intra_ratio
 
-    def inter(self, present: torch.Tensor, patches: int, generator: torch.Generator | None) -> torch.Tensor:
-        """Whole present leads, ``k`` per sample (``present`` (B, C) on the CPU)."""
+    def inter(self, present: torch.Tensor, patches: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Whole leads, ``k`` per sample chosen uniformly among the present ones: (B, C, ``patches``)."""
         n_present = present.sum(dim=1)
         if self.inter_count is not None:
             k = torch.full_like(n_present, self.inter_count)
         else:
-            k = torch.round(self.inter_ratio * n_present.float()).long().clamp(min=1)
+            k = torch.ceil(self.inter_ratio * n_present.double()).long()
         k = torch.minimum(k, (n_present - 1).clamp(min=0))
-        scores = torch.rand(present.shape, generator=generator).masked_fill(~present, 2.0)
-        rank = scores.argsort(dim=1).argsort(dim=1)  # 0 = lowest score among all leads
-        chosen = rank < k[:, None]
-        return chosen[:, :, None].expand(-1, -1, patches)
+        scores = _rand(tuple(present.shape), generator, present.device)
+        scores = scores.masked_fill(~present, 2.0)  # absent leads rank last, never chosen
+        rank = scores.argsort(dim=1).argsort(dim=1)
+        return (rank < k[:, None])[:, :, None].expand(-1, -1, patches)
 
     def forward(self, x: torch.Tensor, lead_mask: torch.Tensor | None = None, patch_mask: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(masked x, mask)``; ``mask`` (B, C, N) bool, True = masked (a reconstruction target)."""
+        """``x`` (B, C, N, P), ``lead_mask`` (B, C) True = present, ``patch_mask`` (B, N) True = valid.
+
+        Returns ``(masked x, mask)``; ``mask`` (B, C, N) bool on ``x``'s device, True = masked
+        (a reconstruction target).
+        """
         B, C, N, _ = x.shape
-        present = torch.ones(B, C, dtype=torch.bool) if lead_mask is None else lead_mask.bool().cpu()
-        valid = torch.ones(B, N, dtype=torch.bool) if patch_mask is None else patch_mask.bool().cpu()
+        device = generator.device if generator is not None else x.device
+        present = torch.ones(B, C, dtype=torch.bool, device=device) if lead_mask is None else lead_mask
+        valid = torch.ones(B, N, dtype=torch.bool, device=device) if patch_mask is None else patch_mask
+        present, valid = present.bool().to(device), valid.bool().to(device)
         if self.mode == "intra":
-            mask = self.intra((B, C, N), generator)
+            mask = self.intra((B, C, N), generator, device)
         elif self.mode == "inter":
             mask = self.inter(present, N, generator)
         else:
-            intra, inter = self.intra((B, C, N), generator), self.inter(present, N, generator)
+            intra, inter = self.intra((B, C, N), generator, device), self.inter(present, N, generator)
             if self.combine == "union":
                 mask = intra | inter
             else:
-                pick = torch.rand(B, generator=generator) < self.p_intra
+                pick = _rand((B,), generator, device) < self.p_intra
                 mask = torch.where(pick[:, None, None], intra, inter)
         mask = (mask & present[:, :, None] & valid[:, None, :]).to(x.device)
         return x.masked_fill(mask[..., None], 0.0), mask
 
 
+def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | None) -> torch.Tensor:
+    """Uniform draws on the generator's device (or ``device`` when drawing from the global stream)."""
+    return torch.rand(shape, generator=generator, device=generator.device if generator is not None else device)
+
+
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the samples of masked patches only (0, with gradient, if none)."""
+    """Mean squared error over the samples of masked patches only (``mask`` (B, C, N), nonzero = masked).
+
+    Returns 0 with a (zero) gradient when nothing is masked, never NaN.
+    """
     selected = mask.bool()
     if not selected.any():
         return (prediction * 0).sum()
