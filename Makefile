@@ -41,7 +41,7 @@ bench: setup
 	$(BIN)/python bench/build_emotion.py --subjects 8
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/loader.py
-	$(BIN)/python bench/encoder.py --no-compile
+	$(BIN)/python bench/encoder.py
 	$(BIN)/python bench/train_step.py
 
 clean:
