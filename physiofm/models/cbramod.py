@@ -64,16 +64,20 @@ class SelfAttention(nn.Module):
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
     """softmax(q kᵀ / sqrt(d)) v with attention-weight dropout, over (batch..., heads, sequence, d).
 
-    ``scaled_dot_product_attention`` (on 4-D copies, as its fused kernels want) except on the
-    CPU, where its kernels cost 2-3x more than three plain ops for sequences as short as these
-    (tens of channels or patches).
+    :func:`sdpa_attention` except on the CPU, where SDPA's kernels cost 2-3x more than three
+    plain ops for sequences as short as these (tens of channels or patches).
     """
     if q.device.type != "cpu":
-        shape = q.shape
-        q, k, v = (t.reshape(-1, *shape[-3:]) for t in (q, k, v))
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout).view(shape)
+        return sdpa_attention(q, k, v, dropout)
     weights = torch.softmax((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5, dim=-1)
     return drop(weights, dropout, dropout > 0) @ v
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
+    """``scaled_dot_product_attention`` on 4-D copies of the inputs, as its fused kernels want."""
+    shape = q.shape
+    q, k, v = (t.reshape(-1, *shape[-3:]) for t in (q, k, v))
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout).view(shape)
 
 
 def drop(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
