@@ -8,13 +8,14 @@ official ``pretrained_weights.pth`` loads strictly (:func:`physiofm.models.load_
   ``d = 8 * conv_channel + time_step``) plus the rFFT magnitude (101 bins, ``norm="forward"``)
   through ``spectral_proj``; masked patches are replaced by the constant zero
   ``mask_encoding`` before both branches; then an asymmetric conditional positional encoding
-  (depthwise conv, 19 channels x 7 patches) is added.
+  (depthwise conv, 19 channels x 7 patches) is added.  It runs outside autocast.
 * ``n_layer`` pre-norm criss-cross layers: the first half of the features attends across
   channels (per patch), the second half across patches (per channel), ``nhead // 2`` heads
   each, on ``nn.MultiheadAttention``-compatible weights.  q, k and v are strided views of the
   ``(B, C, N, ·)`` grid (no transposed copies of the input); attention is
-  ``scaled_dot_product_attention`` on GPUs and explicit softmax(q kᵀ/√d) v on the CPU, where
-  it is faster for such short sequences.  On the CPU, dropout uses a cheaper mask sampler.
+  ``scaled_dot_product_attention`` on GPUs (any non-CPU device) and an explicit float32
+  softmax(q kᵀ/√d) v on the CPU, where it is faster for such short sequences.  On the CPU,
+  dropout uses a cheaper mask sampler (:func:`drop`).
 * ``proj_out``: the reconstruction head (``forward``); ``encode`` returns the features before it.
 """
 
@@ -65,12 +66,14 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) ->
     """softmax(q kᵀ / sqrt(d)) v with attention-weight dropout, over (batch..., heads, sequence, d).
 
     :func:`sdpa_attention` except on the CPU, where SDPA's kernels cost 2-3x more than three
-    plain ops for sequences as short as these (tens of channels or patches).
+    plain ops for sequences as short as these (tens of channels or patches); there it runs in
+    float32.
     """
     if q.device.type != "cpu":
         return sdpa_attention(q, k, v, dropout)
-    weights = torch.softmax((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5, dim=-1)
-    return drop(weights, dropout, dropout > 0) @ v
+    with torch.autocast("cpu", enabled=False):  # float32: bfloat16 batched matmuls loop per matrix
+        weights = torch.softmax((q.float() @ k.float().transpose(-2, -1)) * q.shape[-1] ** -0.5, dim=-1)
+        return (drop(weights, dropout, dropout > 0) @ v.float()).to(q.dtype)
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
@@ -80,23 +83,25 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: f
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout).view(shape)
 
 
-def drop(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """``F.dropout``, but on the CPU the keep mask compares uniform 15-bit integers to ``p``.
+def drop(x: torch.Tensor, p: float, training: bool, inplace: bool = False) -> torch.Tensor:
+    """``F.dropout``, but on the CPU the mask compares uniform 15-bit integers with ``p``.
 
-    Same distribution (keep probability quantised to 1/32768) and the same global RNG, at less
-    than half the cost of the CPU Bernoulli sampler.
+    Same distribution (drop probability quantised to 1/32768) from the same global RNG, at
+    about half the cost of the CPU Bernoulli sampler: one 64-bit draw yields four 15-bit values.
     """
     if not training or x.device.type != "cpu" or not 0.0 < p < 1.0:
-        return F.dropout(x, p, training)
-    keep = torch.empty(x.shape, dtype=torch.int16).random_() >= round(p * 32768)
-    return x * keep * (1.0 / (1.0 - p))
+        return F.dropout(x, p, training, inplace)
+    n = x.numel()
+    draws = torch.empty((n + 3) // 4, dtype=torch.int64).random_().view(torch.int16)[:n].view(x.shape)
+    dropped = (draws & 0x7FFF) < round(p * 32768)
+    return (x.masked_fill_(dropped, 0) if inplace else x.masked_fill(dropped, 0)).mul_(1.0 / (1.0 - p))
 
 
 class Dropout(nn.Dropout):
     """``nn.Dropout`` through :func:`drop`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return drop(x, self.p, self.training)
+        return drop(x, self.p, self.training, self.inplace)
 
 
 class CrissCrossLayer(nn.Module):
@@ -108,12 +113,13 @@ class CrissCrossLayer(nn.Module):
         self.self_attn_s = SelfAttention(half, nhead // 2, dropout)
         self.self_attn_t = SelfAttention(half, nhead // 2, dropout)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = Dropout(dropout)
+        # In-place dropouts: their inputs are fresh tensors that backward does not need.
+        self.dropout = Dropout(dropout, inplace=True)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
+        self.dropout1 = Dropout(dropout, inplace=True)
+        self.dropout2 = Dropout(dropout, inplace=True)
 
     def criss_cross(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (B, C, N, D): dims ``:D/2`` attend across channels, ``D/2:`` across patches."""
@@ -167,20 +173,24 @@ class PatchEmbedding(nn.Module):
             nn.Conv2d(width, width, kernel_size=(1, 3), stride=(1, 1), padding=(0, 1)), nn.GroupNorm(5, width),
             nn.GELU(),
         )
-        self.spectral_proj = nn.Sequential(nn.Linear(PATCH // 2 + 1, d_model), Dropout(dropout))
+        self.spectral_proj = nn.Sequential(nn.Linear(PATCH // 2 + 1, d_model), Dropout(dropout, inplace=True))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, C, N, P = x.shape
         if P != PATCH:
             raise ValueError(f"CBraMod needs patches of {PATCH} samples (1 s at 200 Hz), got {P}")
-        if mask is not None:
-            x = torch.where(mask.bool()[..., None], self.mask_encoding.to(x.dtype), x)
-        time = self.proj_in(x.reshape(B, 1, C * N, P))  # (B, d_model/8, C*N, 8)
-        time = time.permute(0, 2, 1, 3).reshape(B, C, N, self.d_model)  # d = 8 * conv_channel + step
-        spectrum = torch.fft.rfft(x.float(), dim=-1, norm="forward").abs()
-        embedding = time + self.spectral_proj(spectrum.to(time.dtype))
-        position = self.positional_encoding(embedding.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return embedding + position
+        # In the parameters' dtype whatever the autocast: the convolutions are small, and on CPUs
+        # without bfloat16 support their bfloat16 versions fall back to slow loops.
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(self.mask_encoding.dtype)
+            if mask is not None:
+                x = torch.where(mask.bool()[..., None], self.mask_encoding, x)
+            time = self.proj_in(x.reshape(B, 1, C * N, P))  # (B, d_model/8, C*N, 8)
+            time = time.permute(0, 2, 1, 3).reshape(B, C, N, self.d_model)  # d = 8 * conv_channel + step
+            spectrum = torch.fft.rfft(x.float(), dim=-1, norm="forward").abs().to(x.dtype)
+            embedding = time + self.spectral_proj(spectrum)
+            position = self.positional_encoding(embedding.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            return embedding + position
 
 
 class CBraMod(nn.Module):
