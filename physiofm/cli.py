@@ -19,6 +19,9 @@ Jobs = Annotated[Optional[int], typer.Option("--jobs", "-j", help="worker proces
 Recipe = Annotated[Optional[str], typer.Option(help="recipe name (manifests/recipes) or .toml path")]
 ShardSize = Annotated[Optional[int], typer.Option(help="target samples per shard")]
 Dtype = Annotated[Optional[str], typer.Option(help="float32 or float16")]
+ExecutorName = Annotated[str, typer.Option(
+    "--executor", help="local (process pool), dask (a running cluster: --scheduler) or dask-local")]
+Scheduler = Annotated[Optional[str], typer.Option(help="Dask scheduler address, tcp://HOST:PORT (--executor dask)")]
 StorageOption = Annotated[Optional[list[str]], typer.Option(
     "--storage-option", "-o", help="fsspec storage option KEY=VALUE for OUT (repeatable)")]
 
@@ -26,14 +29,22 @@ StorageOption = Annotated[Optional[list[str]], typer.Option(
 def _run_build(**kwargs) -> None:
     from physiofm.io import parse_storage_options
     from physiofm.pipeline.build import BuildError, build
+    from physiofm.pipeline.executors import open_executor
 
     kwargs["storage_options"] = parse_storage_options(kwargs.pop("storage_option"))
-    with Progress(TextColumn("[bold]building"), BarColumn(), MofNCompleteColumn(), TextColumn("shards"),
+    executor_name, scheduler = kwargs.pop("executor"), kwargs.pop("scheduler")
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("build", total=None)
+        task = bar.add_task("building shards", total=None)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            label = "building shards" if stage == "units" else "filling zarr"
+            bar.update(task, description=label, completed=done, total=total)
+
         try:
-            summary = build(**kwargs, progress=lambda _, done, total: bar.update(task, completed=done, total=total))
-        except (BuildError, ValueError, FileNotFoundError) as error:
+            with open_executor(executor_name, kwargs["jobs"], scheduler) as executor:
+                summary = build(**kwargs, executor=executor, progress=progress)
+        except (BuildError, ValueError, FileNotFoundError, RuntimeError, OSError) as error:
             bar.stop()
             console.print(f"[red]build failed:[/red] {error}", soft_wrap=True)
             raise typer.Exit(1) from None
@@ -59,11 +70,11 @@ def build_ecg(
     out: Annotated[str, typer.Argument(help="store folder or s3:// URL")],
     format: Annotated[str, typer.Option(help="auto, wfdb, ptbxl, challenge, mimic-iv-ecg, code15")] = "auto",
     recipe: Recipe = None, jobs: Jobs = None, shard_size: ShardSize = None, dtype: Dtype = None,
-    storage_option: StorageOption = None,
+    storage_option: StorageOption = None, executor: ExecutorName = "local", scheduler: Scheduler = None,
 ) -> None:
     """Build an ECG store: 12 standard leads, 200 Hz, windows of (12, N, 200) patches."""
     _run_build(source=source, out=out, fmt=format, kind="ecg", recipe=recipe, jobs=jobs,
-               shard_size=shard_size, dtype=dtype, storage_option=storage_option)
+               shard_size=shard_size, dtype=dtype, storage_option=storage_option, executor=executor, scheduler=scheduler)
 
 
 @build_app.command("emotion")
@@ -72,11 +83,11 @@ def build_emotion(
     out: Annotated[str, typer.Argument(help="store folder or s3:// URL")],
     dataset: Annotated[str, typer.Option(help="dreamer, amigos, mahnob or auto")] = "auto",
     recipe: Recipe = None, jobs: Jobs = None, shard_size: ShardSize = None, dtype: Dtype = None,
-    storage_option: StorageOption = None,
+    storage_option: StorageOption = None, executor: ExecutorName = "local", scheduler: Scheduler = None,
 ) -> None:
     """Build a paired EEG+ECG store from an emotion dataset (one sample = both modalities)."""
     _run_build(source=source, out=out, fmt=dataset, kind="emotion", recipe=recipe, jobs=jobs,
-               shard_size=shard_size, dtype=dtype, storage_option=storage_option)
+               shard_size=shard_size, dtype=dtype, storage_option=storage_option, executor=executor, scheduler=scheduler)
 
 
 @app.command()

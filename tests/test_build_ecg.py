@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import os
 import shutil
@@ -20,42 +20,7 @@ import zarr
 
 from physiofm.pipeline.build import BuildError, build
 from physiofm.synth import ecg as synth
-
-
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def tar_samples(path: Path) -> dict[str, dict[str, bytes]]:
-    out: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(path) as tar:
-        for member in tar:
-            key, ext = member.name.split(".", 1)
-            out.setdefault(key, {})[ext] = tar.extractfile(member).read()
-    return out
-
-
-def assert_store_consistent(store: Path) -> pl.DataFrame:
-    """Every manifest row points at the same array in its shard and in the Zarr array."""
-    manifest = pl.read_parquet(store / "manifest.parquet")
-    shards = pl.read_parquet(store / "shards.parquet")
-    ecg = zarr.open_group(str(store / "zarr"), mode="r")["ecg"]
-    assert ecg.shape[0] == manifest.height == shards["samples"].sum()
-    assert manifest["key"].n_unique() == manifest.height
-    assert manifest["zarr_row"].to_list() == list(range(manifest.height))
-    assert sorted(p.name for p in (store / "wds").iterdir()) == sorted(shards["shard"])
-    for shard in shards.iter_rows(named=True):
-        samples = tar_samples(store / "wds" / shard["shard"])
-        assert len(samples) == shard["samples"]
-        rows = manifest.filter(pl.col("shard") == shard["shard"]).sort("shard_pos")
-        assert list(samples) == rows["key"].to_list()
-        for row in rows.iter_rows(named=True):
-            array = np.load(io.BytesIO(samples[row["key"]]["ecg.npy"]))
-            assert array.shape == (12, 10, 200)
-            np.testing.assert_array_equal(array, ecg[row["zarr_row"]])
-            meta = json.loads(samples[row["key"]]["json"])
-            assert meta["record_id"] == row["record_id"] and meta["window_index"] == row["window_index"]
-    return manifest
+from storecheck import assert_store_consistent, tree_bytes
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +95,33 @@ def test_killed_build_resumes_to_the_same_bytes(archive, reference, tmp_path):
     summary = build(str(archive), str(out), jobs=2, shard_size=6)
     assert summary["status"] == "built"
     assert tree_bytes(out) == tree_bytes(reference)
+
+
+SMALL_ZARR = {"output": {"zarr_shard_rows": 8, "zarr_chunk_rows": 4}}  # several Zarr tasks for 48 rows
+
+
+def test_build_killed_while_filling_zarr_resumes_to_the_same_bytes(archive, tmp_path):
+    reference = tmp_path / "reference"
+    build(str(archive), str(reference), jobs=1, shard_size=6, recipe_overrides=SMALL_ZARR)
+    out = tmp_path / "store"
+    # The build SIGKILLs itself (and so its workers' parent) once two Zarr tasks are done.
+    code = ("import os, signal; from physiofm.pipeline.build import build\n"
+            "def progress(stage, done, total):\n"
+            "    if stage == 'zarr' and done == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"build({str(archive)!r}, {str(out)!r}, jobs=2, shard_size=6, recipe_overrides={SMALL_ZARR!r}, "
+            "progress=progress)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # any orphaned pool worker
+    assert not (out / "build.json").exists(), "the build finished before it could be killed"
+    assert len(list((out / "_build").glob("unit-*.json"))) == 8  # every shard was written
+    assert 2 <= len(list((out / "_build").glob("zarr-*.json"))) < 6  # some of the Zarr tasks
+    summary = build(str(archive), str(out), jobs=2, shard_size=6, recipe_overrides=SMALL_ZARR)
+    assert summary["status"] == "built"
+    assert tree_bytes(out) == tree_bytes(reference)
+    assert_store_consistent(out)
 
 
 # ---- bad input -------------------------------------------------------------------------------

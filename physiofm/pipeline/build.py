@@ -9,9 +9,16 @@ How a build stays correct when it is killed, resumed, or run with any number of 
   transforms them in batches, streams samples into its shard (published atomically) and
   then writes its marker ``_build/unit-{k:06d}.json`` (rows and rejects), also atomically.
   A unit with a marker is done; a resumed build skips it.
-* The parent alone writes the Zarr arrays, appending each unit's samples in unit order as
-  soon as every earlier unit is done, then the Parquet tables, and ``build.json`` last.
-  ``build.json`` marks a complete store; ``_build/`` is removed after it is written.
+* When every unit is done, the row count of each unit (hence where its samples go) is known:
+  the parent creates the Zarr arrays at their final size and hands out *Zarr tasks*, each
+  filling whole Zarr shards (``zarr_shard_rows`` samples) from the tar shards that hold them,
+  then writing its marker ``_build/zarr-{j:06d}.json``.  Tasks touch disjoint Zarr objects.
+* The parent (the client) writes only small things: the plan, the Parquet tables, and
+  ``build.json`` last.  ``build.json`` marks a complete store; ``_build/`` is removed after it.
+* Units and Zarr tasks run on any :class:`concurrent.futures.Executor`: a local process pool
+  by default, or a Dask cluster (:mod:`physiofm.pipeline.executors`).  A task that dies with
+  its worker is run again from scratch: its outputs are replaced whole, so nothing is lost or
+  duplicated, and the store is byte-identical whatever ran it.
 """
 
 from __future__ import annotations
@@ -36,10 +43,10 @@ import physiofm
 from physiofm.io import atomic_write, join, url_to_fs, write_bytes
 from physiofm.pipeline import corpora, schema
 from physiofm.pipeline.recipe import load_recipe, merge, recipe_hash
-from physiofm.pipeline.shards import read_arrays
+from physiofm.pipeline.shards import read_named_arrays
 from physiofm.pipeline.records import Item, Record, Reject
 from physiofm.pipeline.writers import (
-    TarShardWriter, ZarrAppender, json_bytes, npy_bytes, open_zarr_group,
+    TarShardWriter, create_zarr_array, json_bytes, npy_bytes, open_zarr_group,
 )
 
 PREPARERS = {"ecg": "physiofm.pipeline.ecg", "emotion": "physiofm.pipeline.emotion"}
@@ -61,6 +68,20 @@ class UnitTask:
     out: str
     recipe: dict
     items: list[Item]
+    storage_options: dict = field(default_factory=dict)
+
+
+@dataclass
+class ZarrTask:
+    """Fill Zarr rows ``[start, stop)`` of every modality from the tar shards that hold them."""
+
+    index: int
+    out: str
+    modalities: tuple[str, ...]
+    start: int
+    stop: int
+    shard_rows: int
+    sources: list[tuple[str, int, int]]  # (tar shard name, its first row, its samples), overlapping rows
     storage_options: dict = field(default_factory=dict)
 
 
@@ -100,6 +121,7 @@ def run_unit(task: UnitTask) -> dict:
     rows: list[dict] = []
     rejects: list[Reject] = []
     read = 0
+    shapes: dict[str, list[int]] = {}
     try:
         for batch in _batches(iter(reader.read(task.source, task.items)), getattr(preparer, "BATCH_RECORDS", BATCH_RECORDS)):
             records = [r for r in batch if isinstance(r, Record)]
@@ -107,6 +129,8 @@ def run_unit(task: UnitTask) -> dict:
             read += len(records)
             arrays, metas, more = preparer.prepare(records, task.recipe)
             rejects.extend(more)
+            if metas and not shapes:
+                shapes = {modality: list(values.shape[1:]) for modality, values in arrays.items()}
             for i, meta in enumerate(metas):
                 members = {f"{modality}.npy": npy_bytes(values[i]) for modality, values in arrays.items()}
                 members["json"] = json_bytes(meta)
@@ -117,10 +141,40 @@ def run_unit(task: UnitTask) -> dict:
         raise
     info = writer.close()
     marker = {"index": task.index, "shard": asdict(info) if info else None, "records_read": read,
-              "items": len(task.items), "rows": rows, "rejects": [asdict(r) for r in rejects]}
+              "items": len(task.items), "sample_shapes": shapes, "rows": rows, "rejects": [asdict(r) for r in rejects]}
     payload = json_bytes(marker)
     write_bytes(fs, join(out, STATE, f"unit-{task.index:06d}.json"), payload)
     return json.loads(payload)  # exactly what a resumed build reads back
+
+
+def write_zarr(task: ZarrTask) -> dict:
+    """Process one Zarr task: write its rows, whole Zarr shards at a time, then its marker."""
+    fs, out = url_to_fs(task.out, task.storage_options)
+    group = open_zarr_group(fs, join(out, "zarr"), mode="r+", storage_options=task.storage_options)
+    arrays = {modality: group[modality] for modality in task.modalities}
+    extensions = tuple(f"{modality}.npy" for modality in task.modalities)
+    cached: tuple[str, dict] | None = None  # a tar shard straddling two Zarr shards is read once
+    for start in range(task.start, task.stop, task.shard_rows):
+        stop = min(start + task.shard_rows, task.stop)
+        samples: dict[str, list[np.ndarray]] = {modality: [] for modality in task.modalities}
+        for name, first, count in task.sources:
+            low, high = max(start, first), min(stop, first + count)
+            if low >= high:
+                continue
+            if cached is None or cached[0] != name:
+                path = join(out, "wds", name)
+                with fs.open(path, "rb") as handle:
+                    cached = name, read_named_arrays(handle, path, extensions)
+            for modality, extension in zip(task.modalities, extensions):
+                held = cached[1][extension]
+                if len(held) != count:
+                    raise BuildError(f"{name} holds {len(held)} {extension} arrays, its unit marker says {count}")
+                samples[modality].extend(held[low - first:high - first])
+        for modality, array in arrays.items():
+            array[start:stop] = np.stack(samples[modality])
+    marker = {"index": task.index, "start": task.start, "stop": task.stop}
+    write_bytes(fs, join(out, STATE, f"zarr-{task.index:06d}.json"), json_bytes(marker))
+    return marker
 
 
 def _versions() -> dict[str, str]:
@@ -149,12 +203,13 @@ def _default_executor(jobs: int) -> Executor | None:
     return ProcessPoolExecutor(max_workers=jobs, mp_context=context)
 
 
-def _run(tasks: list[UnitTask], executor: Executor | None) -> Iterator[dict]:
+def _run(function: Callable[[object], dict], tasks: list, executor: Executor | None) -> Iterator[dict]:
+    """``function(task)`` for every task, results as they complete (in order without an executor)."""
     if executor is None:
         for task in tasks:
-            yield run_unit(task)
+            yield function(task)
         return
-    futures = [executor.submit(run_unit, task) for task in tasks]
+    futures = [executor.submit(function, task) for task in tasks]
     for future in as_completed(futures):
         yield future.result()
 
@@ -227,51 +282,70 @@ def build(
              for i, unit in enumerate(units) if i not in markers]
 
     preparer = importlib.import_module(PREPARERS[corpora.kind_of(corpus)])
-    group = open_zarr_group(fs, join(root, "zarr"), mode="w", storage_options=storage_options)
-    appenders: dict[str, ZarrAppender] = {}
-    out_cfg = resolved["output"]
-
-    def commit(marker: dict) -> None:
-        if not marker["shard"]:
-            return
-        shard_path = join(root, "wds", marker["shard"]["shard"])
-        for modality in preparer.MODALITIES:
-            with fs.open(shard_path, "rb") as handle:
-                arrays = read_arrays(handle, shard_path, f"{modality}.npy")
-            if modality not in appenders:
-                appenders[modality] = ZarrAppender(group, modality, arrays[0].shape, out_cfg["dtype"],
-                                                   out_cfg["zarr_chunk_rows"], out_cfg["zarr_shard_rows"],
-                                                   out_cfg["zarr_compression"])
-            appenders[modality].append(np.stack(arrays))
-
-    committed = 0
+    modalities = tuple(preparer.MODALITIES)
     total_units = len(units)
-
-    def advance() -> None:
-        nonlocal committed
-        while committed in markers:
-            commit(markers[committed])
-            committed += 1
-
     own_executor = executor is None
     executor = executor or _default_executor(jobs or os.cpu_count() or 1)
     try:
-        advance()
         if progress:
             progress("units", len(markers), total_units)
-        for marker in _run(tasks, executor):
+        for marker in _run(run_unit, tasks, executor):
             markers[marker["index"]] = marker
-            advance()
             if progress:
                 progress("units", len(markers), total_units)
+        ordered = [markers[i] for i in range(total_units)]
+        zarr_tasks, shapes = _plan_zarr(fs, root, out, ordered, modalities, resolved["output"], storage_options)
+        done = total = len(zarr_tasks)
+        zarr_tasks = [t for t in zarr_tasks if not fs.exists(join(root, STATE, f"zarr-{t.index:06d}.json"))]
+        done -= len(zarr_tasks)
+        if progress:
+            progress("zarr", done, total)
+        for _ in _run(write_zarr, zarr_tasks, executor):
+            done += 1
+            if progress:
+                progress("zarr", done, total)
     finally:
         if own_executor and executor is not None:
             executor.shutdown(cancel_futures=True)
-    zarr_rows = {modality: appender.close() for modality, appender in appenders.items()}
-    shapes = {modality: list(appender.sample_shape) for modality, appender in appenders.items()}
-
+    group = open_zarr_group(fs, join(root, "zarr"), mode="r", storage_options=storage_options) if shapes else {}
+    zarr_rows = {modality: group[modality].shape[0] for modality in shapes}
     return _finish(fs, root, out, source, corpus, preparer, resolved, fingerprint, units,
                    markers, zarr_rows, shapes, started)
+
+
+def _plan_zarr(fs, root: str, out: str, ordered: list[dict], modalities: tuple[str, ...], output: dict,
+               storage_options: dict | None) -> tuple[list[ZarrTask], dict[str, list[int]]]:
+    """Create the Zarr arrays at their final size (once: a resumed build keeps them); return the tasks.
+
+    A task covers about one tar shard's worth of rows, rounded to whole Zarr shards.
+    """
+    sources, first = [], 0
+    shapes: dict[str, list[int]] = {}
+    for marker in ordered:
+        if marker["shard"]:
+            sources.append((marker["shard"]["shard"], first, marker["shard"]["samples"]))
+            first += marker["shard"]["samples"]
+            shapes = shapes or marker["sample_shapes"]
+    rows = first
+    shard_rows = int(output["zarr_shard_rows"])
+    plan_path = join(root, STATE, "zarr.json")
+    plan = {"rows": rows, "sample_shapes": shapes, "shard_rows": shard_rows}
+    if rows and _read_json(fs, plan_path) != plan:
+        group = open_zarr_group(fs, join(root, "zarr"), mode="w", storage_options=storage_options)
+        for modality in modalities:
+            create_zarr_array(group, modality, rows, tuple(shapes[modality]), output["dtype"],
+                              int(output["zarr_chunk_rows"]), shard_rows, output["zarr_compression"])
+        for stale in fs.glob(join(root, STATE, "zarr-*.json")):
+            fs.rm(stale)
+        write_bytes(fs, plan_path, json_bytes(plan))
+    step = shard_rows * max(1, round(int(output["shard_size"]) / shard_rows))
+    tasks = []
+    for index, start in enumerate(range(0, rows, step)):
+        stop = min(start + step, rows)
+        overlapping = [s for s in sources if s[1] < stop and s[1] + s[2] > start]
+        tasks.append(ZarrTask(index, out, modalities, start, stop, shard_rows, overlapping,
+                              dict(storage_options or {})))
+    return tasks, shapes
 
 
 def _finish(fs, root, out, source, corpus, preparer, recipe, fingerprint, units, markers,
@@ -320,6 +394,8 @@ def _finish(fs, root, out, source, corpus, preparer, recipe, fingerprint, units,
                   "modalities": list(modalities), "sample_shapes": sample_shapes,
                   "dtype": recipe["output"]["dtype"], "recipe": recipe, "counts": counts,
                   "versions": _versions()}
+    for leftover in fs.glob(join(root, "wds", ".*.tmp-*")):  # written by a worker that died
+        fs.rm(leftover)
     write_bytes(fs, join(root, "build.json"), json.dumps(build_info, indent=2, sort_keys=True).encode())
     fs.rm(join(root, STATE), recursive=True)
     return {**counts, "status": "built", "seconds": time.perf_counter() - started, "out": out, "dataset": corpus}

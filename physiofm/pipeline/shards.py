@@ -68,15 +68,22 @@ def npy_layout(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype] | None:
 
 def read_arrays(stream, url: str, extension: str) -> list[np.ndarray]:
     """Every ``.<extension>`` array of a shard, in member order."""
-    out = []
+    return read_named_arrays(stream, url, (extension,))[extension]
+
+
+def read_named_arrays(stream, url: str, extensions: tuple[str, ...]) -> dict[str, list[np.ndarray]]:
+    """Every ``.<extension>`` array of a shard for each extension, in member order, in one pass."""
+    out: dict[str, list[np.ndarray]] = {extension: [] for extension in extensions}
     for name, size in iter_members(stream, url):
-        if name.endswith(f".{extension}"):
-            payload = stream.read(size)
-            end = 10 + int.from_bytes(payload[8:10], "little") if payload[6:7] == b"\x01" else \
-                12 + int.from_bytes(payload[8:12], "little")
-            layout = npy_layout(payload[:end])
-            if layout is None or layout[2].hasobject:
-                raise ShardError(f"{url}: {name} is not a numeric version 1 or 2 .npy member")
-            shape, fortran, dtype = layout
-            out.append(np.frombuffer(payload, dtype, offset=end).reshape(shape, order="F" if fortran else "C"))
+        extension = next((e for e in extensions if name.endswith(f".{e}")), None)
+        if extension is None:
+            continue
+        payload = stream.read(size)
+        end = 10 + int.from_bytes(payload[8:10], "little") if payload[6:7] == b"\x01" else \
+            12 + int.from_bytes(payload[8:12], "little")
+        layout = npy_layout(payload[:end])
+        if layout is None or layout[2].hasobject:
+            raise ShardError(f"{url}: {name} is not a numeric version 1 or 2 .npy member")
+        shape, fortran, dtype = layout
+        out[extension].append(np.frombuffer(payload, dtype, offset=end).reshape(shape, order="F" if fortran else "C"))
     return out

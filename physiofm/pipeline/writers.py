@@ -121,45 +121,14 @@ def open_zarr_group(fs, path: str, mode: str = "r", storage_options: dict | None
     return zarr.open_group(store, mode=mode, zarr_format=3)
 
 
-class ZarrAppender:
-    """Append samples to one array of a group; write only whole Zarr shards (plus the tail)."""
-
-    def __init__(self, group, name: str, sample_shape: tuple[int, ...], dtype: str,
-                 chunk_rows: int, shard_rows: int, compression: str = "none") -> None:
-        if shard_rows % chunk_rows:
-            raise ValueError("zarr_shard_rows must be a multiple of zarr_chunk_rows")
-        self.array = group.create_array(
-            name, shape=(0, *sample_shape), dtype=dtype, chunks=(chunk_rows, *sample_shape),
-            shards=(shard_rows, *sample_shape), compressors=ZstdCodec(level=1) if compression == "zstd" else None,
-            fill_value=0, dimension_names=("sample",) + ("channel", "patch", "time")[-len(sample_shape):],
-            overwrite=True,
-        )
-        self.shard_rows = shard_rows
-        self.sample_shape = sample_shape
-        self.rows = 0
-        self._buffer: list[np.ndarray] = []
-        self._buffered = 0
-
-    def append(self, arrays: np.ndarray) -> None:
-        if len(arrays):
-            self._buffer.append(arrays)
-            self._buffered += len(arrays)
-        if self._buffered >= self.shard_rows:
-            self._flush(whole_only=True)
-
-    def close(self) -> int:
-        self._flush(whole_only=False)
-        return self.rows
-
-    def _flush(self, whole_only: bool) -> None:
-        if not self._buffered:
-            return
-        data = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
-        take = (len(data) // self.shard_rows) * self.shard_rows if whole_only else len(data)
-        if take:
-            self.array.resize((self.rows + take, *self.sample_shape))
-            self.array[self.rows:self.rows + take] = data[:take]
-            self.rows += take
-        rest = data[take:]
-        self._buffer = [rest] if len(rest) else []
-        self._buffered = len(rest)
+def create_zarr_array(group, name: str, rows: int, sample_shape: tuple[int, ...], dtype: str,
+                      chunk_rows: int, shard_rows: int, compression: str = "none"):
+    """Create (or replace) the array ``name``: ``rows`` samples, chunked and sharded along samples."""
+    if shard_rows % chunk_rows:
+        raise ValueError("zarr_shard_rows must be a multiple of zarr_chunk_rows")
+    return group.create_array(
+        name, shape=(rows, *sample_shape), dtype=dtype, chunks=(chunk_rows, *sample_shape),
+        shards=(shard_rows, *sample_shape), compressors=ZstdCodec(level=1) if compression == "zstd" else None,
+        fill_value=0, dimension_names=("sample",) + ("channel", "patch", "time")[-len(sample_shape):],
+        overwrite=True,
+    )
