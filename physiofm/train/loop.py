@@ -20,7 +20,11 @@ from physiofm.io import atomic_write, url_to_fs
 
 @dataclass
 class TrainOptions:
-    """What both training commands take (``--epochs``, ``--max-steps``, ``--batch-size``, ``--lr``, …)."""
+    """What both training commands take (``--epochs``, ``--max-steps``, ``--batch-size``, ``--lr``, …).
+
+    ``batch_size`` is per process: a run over N processes (:mod:`physiofm.train.distributed`)
+    takes N × ``batch_size`` samples per optimisation step.
+    """
 
     store: str
     out: str
@@ -37,6 +41,7 @@ class TrainOptions:
     seed: int = 0
     resume: bool = False
     storage_options: dict = field(default_factory=dict)
+    ddp: bool = False  # require a torchrun launch (one is used when detected anyway)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -66,13 +71,15 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def seed_step(seed: int, step: int) -> torch.Generator:
+def seed_step(seed: int, step: int, rank: int = 0) -> torch.Generator:
     """Seed every random stream for optimisation step ``step``; return a generator for masks.
 
     Seeding per step (rather than once) makes a resumed run draw exactly what an
-    uninterrupted one draws, whatever happened before the checkpoint.
+    uninterrupted one draws, whatever happened before the checkpoint.  Under data-parallel
+    training each ``rank`` draws its own masks and dropout from ``(seed, step, rank)``, as
+    one process would for different samples; rank 0 draws what a single process draws.
     """
-    value = (seed * 1_000_003 + step) % 2**63
+    value = (seed * 1_000_003 + step + rank * 0x9E3779B97F4A7C15) % 2**63
     torch.manual_seed(value)
     random.seed(value)
     np.random.seed(value % 2**32)
