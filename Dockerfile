@@ -2,6 +2,7 @@
 #   docker build -t physiofm .                                              # CPU torch
 #   docker build -t physiofm:cuda --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 .
 #   docker run --rm -v "$PWD:/data" physiofm build ecg /data/raw /data/store
+#   docker run --rm --entrypoint dask physiofm worker tcp://SCHEDULER:8786    # a Dask build worker
 FROM python:3.11-slim
 
 ARG TORCH_VERSION=2.13.0
@@ -20,7 +21,7 @@ RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md ./
 COPY manifests ./manifests
 COPY physiofm ./physiofm
-RUN pip install . && physiofm --help > /dev/null
+RUN pip install "./[dask]" && physiofm --help > /dev/null
 
 USER 10001
 WORKDIR /home/physiofm

@@ -38,6 +38,7 @@ demo: setup
 
 bench: setup
 	$(BIN)/python bench/build_ecg.py
+	$(BIN)/python bench/build_dask.py
 	$(BIN)/python bench/build_emotion.py --subjects 8
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/loader.py

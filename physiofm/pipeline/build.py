@@ -143,8 +143,15 @@ def run_unit(task: UnitTask) -> dict:
     marker = {"index": task.index, "shard": asdict(info) if info else None, "records_read": read,
               "items": len(task.items), "sample_shapes": shapes, "rows": rows, "rejects": [asdict(r) for r in rejects]}
     payload = json_bytes(marker)
-    write_bytes(fs, join(out, STATE, f"unit-{task.index:06d}.json"), payload)
+    _write_marker(fs, out, f"unit-{task.index:06d}.json", payload)
     return json.loads(payload)  # exactly what a resumed build reads back
+
+
+def _write_marker(fs, out: str, name: str, payload: bytes) -> None:
+    """Write a task's marker, unless the store is already complete (a task orphaned by a dead
+    client can outlive the build that replaced it: its outputs are identical, its marker is not wanted)."""
+    if not fs.exists(join(out, "build.json")):
+        write_bytes(fs, join(out, STATE, name), payload)
 
 
 def write_zarr(task: ZarrTask) -> dict:
@@ -173,7 +180,7 @@ def write_zarr(task: ZarrTask) -> dict:
         for modality, array in arrays.items():
             array[start:stop] = np.stack(samples[modality])
     marker = {"index": task.index, "start": task.start, "stop": task.stop}
-    write_bytes(fs, join(out, STATE, f"zarr-{task.index:06d}.json"), json_bytes(marker))
+    _write_marker(fs, out, f"zarr-{task.index:06d}.json", json_bytes(marker))
     return marker
 
 
