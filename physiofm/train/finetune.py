@@ -6,6 +6,13 @@ given), trained on the fold's training rows, and evaluated on its test rows.  Th
 gets ``folds/<fold>.json`` per finished fold (a resumed run skips those), ``results.json``
 (per fold and target: ROC-AUC, F1, accuracy, balanced accuracy; their mean and spread) and one
 ROC-curve PNG per target.  ``modalities`` selects EEG-only, ECG-only or fusion with the same code.
+
+Under ``torchrun`` (:mod:`physiofm.train.distributed`) the folds run one after the other, each
+with all ranks: the classifier trains in ``DistributedDataParallel`` on disjoint shares of the
+fold's training rows (the loss is the BCE mean over all ranks' labelled samples), each rank
+predicts its share of the test rows, and the predictions of all ranks are gathered to every
+rank before the metrics, so they cover the whole test set, as in one process.  Only rank 0
+writes files; a fold finished by a run over another number of processes is reused as it is.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import torch
 
 from physiofm.io import join, url_to_fs
 from physiofm.models import CBraMod, FusionClassifier, load_pretrained
-from physiofm.train.loop import TrainOptions, autocast, cosine_with_warmup, pick_device, seed_step
+from physiofm.train import distributed
+from physiofm.train.loop import TrainOptions, autocast, cosine_with_warmup, seed_step
 from physiofm.train.metrics import binary_metrics, summarize
 from physiofm.train.protocols import make_folds
 from physiofm.train.stream import StreamingDataset
@@ -71,7 +79,7 @@ def _optimizer(model: FusionClassifier, config: FinetuneConfig) -> torch.optim.O
                              weight_decay=config.weight_decay)
 
 
-def _forward(model: FusionClassifier, batch: dict, config: FinetuneConfig, device: torch.device) -> torch.Tensor:
+def _forward(model: torch.nn.Module, batch: dict, config: FinetuneConfig, device: torch.device) -> torch.Tensor:
     inputs = {m: batch[m].to(device) for m in config.modalities}
     return model(**inputs)
 
@@ -84,10 +92,15 @@ def _dataset(config: FinetuneConfig, rows: np.ndarray, labels: list[str], shuffl
 
 def run_fold(config: FinetuneConfig, fold_index: int, train_rows: np.ndarray, test_rows: np.ndarray,
              device: torch.device) -> dict:
-    """Train on ``train_rows`` and evaluate on ``test_rows``; return metrics and test predictions."""
+    """Train on ``train_rows`` and evaluate on ``test_rows``; return metrics and test predictions.
+
+    Under a process group every rank calls this for the same fold and gets the same result.
+    """
     labels = [f"{t}_high" for t in config.targets]
+    rank, world = distributed.rank(), distributed.world_size()
     model = _build_model(config, device, fold_index)
     optimizer = _optimizer(model, config)
+    net = distributed.wrap(model, device)
     train = _dataset(config, train_rows, labels, True, config.seed + fold_index)
     total = config.max_steps or config.epochs * train.batches_per_epoch
     scheduler = cosine_with_warmup(optimizer, min(config.warmup_steps, total // 2), total)
@@ -97,19 +110,22 @@ def run_fold(config: FinetuneConfig, fold_index: int, train_rows: np.ndarray, te
     while step < total:
         train.set_epoch(epoch)
         for batch in train.loader():
-            seed_step(config.seed + 104_729 * fold_index, step)
+            seed_step(config.seed + 104_729 * fold_index, step, rank)
             keep = ~batch["pad"].to(device)
             target = batch["labels"].to(device)
             known = keep[:, None] & ~torch.isnan(target)
             with autocast(device, config.precision):
-                logits = _forward(model, batch, config, device)
-            loss = (criterion(logits.float(), torch.nan_to_num(target)) * known).sum() / known.sum().clamp(min=1)
+                logits = _forward(net, batch, config, device)
+            error = (criterion(logits.float(), torch.nan_to_num(target)) * known).sum()
+            total_error, labelled = distributed.all_sum(torch.stack([error.detach(), known.sum()]).double()).tolist()
+            # DDP averages the ranks' gradients: scaled by the world size, it is the gradient of the global mean
+            loss = error * (world / max(1.0, labelled))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
             scheduler.step()
-            losses.append(loss.item())
+            losses.append(total_error / max(1.0, labelled))
             step += 1
             if step >= total:
                 break
@@ -124,12 +140,14 @@ def run_fold(config: FinetuneConfig, fold_index: int, train_rows: np.ndarray, te
             probabilities.append(torch.sigmoid(logits.float()).cpu()[keep])
             truth.append(batch["labels"][keep])
             rows.append(batch["row"][keep])
-    prob = torch.cat(probabilities).numpy()
-    true = torch.cat(truth).numpy()
+    # every rank predicted its share of the test rows: gather all of them (in rank order) for the metrics
+    prob = distributed.all_concat(torch.cat(probabilities).numpy())
+    true = distributed.all_concat(torch.cat(truth).numpy())
+    rows = distributed.all_concat(torch.cat(rows).numpy())
     metrics = {t: binary_metrics(true[:, i], prob[:, i]) for i, t in enumerate(config.targets)
                if not np.isnan(true[:, i]).any()}
     return {"metrics": metrics, "steps": step, "final_loss": float(np.mean(losses[-5:])) if losses else None,
-            "rows": torch.cat(rows).tolist(), "prob": prob.tolist(), "true": true.tolist()}
+            "rows": rows.tolist(), "prob": prob.tolist(), "true": true.tolist()}
 
 
 def _manifest(config: FinetuneConfig) -> pl.DataFrame:
@@ -144,32 +162,44 @@ def _manifest(config: FinetuneConfig) -> pl.DataFrame:
 
 
 def finetune(config: FinetuneConfig) -> dict:
-    """Run every fold of the protocol (skipping folds a resumed run already finished); return the results."""
+    """Run every fold of the protocol (skipping folds a resumed run already finished); return the results.
+
+    Under a ``torchrun`` launch (or with ``config.ddp``, which requires one) this is one rank
+    of a data-parallel run; every rank returns the same results.
+    """
+    with distributed.session(config.device, require=config.ddp) as device:
+        return _finetune(config, device)
+
+
+def _finetune(config: FinetuneConfig, device: torch.device) -> dict:
     out = Path(config.out)
+    main = distributed.rank() == 0
     (out / "folds").mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True))
-    device = pick_device(config.device)
+    if main:
+        (out / "config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True))
     manifest = _manifest(config)
     folds = make_folds(manifest, config.protocol, k=config.folds, seed=config.seed)
     store_rows = manifest["row"].to_numpy()
     per_fold, started = {}, time.perf_counter()
     for index, fold in enumerate(folds):
         path = out / "folds" / f"{fold.name}.json"
-        if config.resume and path.exists():
-            per_fold[fold.name] = json.loads(path.read_text())
+        if distributed.broadcast(config.resume and path.exists()):
+            per_fold[fold.name] = distributed.broadcast(json.loads(path.read_text()) if main else None)
             continue
         result = run_fold(config, index, store_rows[fold.train], store_rows[fold.test], device)
         result["subjects_test"] = sorted(set(manifest["subject_id"].gather(fold.test)))
-        path.write_text(json.dumps(result))
+        if main:
+            path.write_text(json.dumps(result))
         per_fold[fold.name] = result
     summary = summarize([r["metrics"] for r in per_fold.values()])
     results = {"modalities": list(config.modalities), "targets": list(config.targets), "protocol": config.protocol,
                "folds": {name: {k: v for k, v in r.items() if k in ("metrics", "steps", "final_loss", "subjects_test")}
                          for name, r in per_fold.items()},
-               "summary": summary, "seconds": time.perf_counter() - started}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    plot_roc(per_fold, config.targets, out)
-    return results
+               "summary": summary, "seconds": time.perf_counter() - started, "world_size": distributed.world_size()}
+    if main:
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        plot_roc(per_fold, config.targets, out)
+    return distributed.broadcast(results)
 
 
 def plot_roc(per_fold: dict[str, dict], targets: tuple[str, ...], out: Path) -> None:

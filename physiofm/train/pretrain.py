@@ -6,6 +6,17 @@ checkpoint's key names, what fine-tuning loads), ``metrics.jsonl``, ``loss.png``
 ``config.json``.  Every random draw of step ``s`` comes from ``(seed, s)`` and the data
 position is exact, so ``resume=True`` continues a killed run to the same weights as an
 uninterrupted one.
+
+Under ``torchrun`` (:mod:`physiofm.train.distributed`) every process trains a replica in
+``DistributedDataParallel`` on its own share of each epoch (disjoint slots of the same
+length, so all ranks take the same number of steps); masks and dropout come from
+``(seed, step, rank)``.  The loss of a step is the masked MSE over all ranks' masked patches
+(each rank's squared errors divided by the global count, so the averaged gradient is that of
+the global mean), and that is what the log shows.  Only rank 0 writes files; the checkpoint
+holds the unwrapped model (the keys of a one-process run) and the data position, which is the
+same on every rank; resuming needs the same number of processes (else a ValueError says so).
+The summary adds ``world_size``, the real samples each rank took (``samples_per_rank``) and
+whether all ranks ended with bit-identical weights (``weights_in_sync``).
 """
 
 from __future__ import annotations
@@ -17,9 +28,10 @@ from pathlib import Path
 
 import torch
 
-from physiofm.models import CBraMod, DualMasking, masked_mse
+from physiofm.models import CBraMod, DualMasking
+from physiofm.train import distributed
 from physiofm.train.loop import (
-    JsonLog, TrainOptions, autocast, cosine_with_warmup, load_checkpoint, pick_device, plot_curve, save_checkpoint, seed_step,
+    JsonLog, TrainOptions, autocast, cosine_with_warmup, load_checkpoint, plot_curve, save_checkpoint, seed_step,
 )
 from physiofm.train.stream import StreamingDataset
 
@@ -42,50 +54,80 @@ def _inputs(batch: dict, modality: str, device: torch.device) -> tuple[torch.Ten
     return x, present, valid
 
 
+def _squared_error(prediction: torch.Tensor, target: torch.Tensor,
+                   mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sum of squared errors over the masked patches (``mask`` (B, C, N)), and how many patches."""
+    selected = mask.bool()
+    return (prediction[selected] - target[selected]).pow(2).sum(), selected.sum()
+
+
 def pretrain(config: PretrainConfig) -> dict:
-    """Run (or resume) pretraining; return a summary (steps, final loss, paths)."""
+    """Run (or resume) pretraining; return a summary (steps, final loss, paths).
+
+    Under a ``torchrun`` launch (or with ``config.ddp``, which requires one) this is one rank
+    of a data-parallel run; every rank returns the same summary.
+    """
+    with distributed.session(config.device, require=config.ddp) as device:
+        return _pretrain(config, device)
+
+
+def _pretrain(config: PretrainConfig, device: torch.device) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = pick_device(config.device)
+    rank, world = distributed.rank(), distributed.world_size()
+    main = rank == 0
     torch.manual_seed(config.seed)
     model = CBraMod(**config.model).to(device)
     masking = DualMasking(**config.masking)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     data = StreamingDataset(config.store, batch_size=config.batch_size, modalities=[config.modality],
-                            seed=config.seed, num_workers=config.workers, storage_options=config.storage_options)
+                            seed=config.seed, num_workers=config.workers, rank=rank, world_size=world,
+                            storage_options=config.storage_options)
     per_epoch = data.batches_per_epoch
     total = config.max_steps or config.epochs * per_epoch
     scheduler = cosine_with_warmup(optimizer, min(config.warmup_steps, total // 2), total)
     log = JsonLog(out / "metrics.jsonl")
     step, epoch = 0, 0
-    if config.resume and (out / "last.pt").exists():
+    if distributed.broadcast(config.resume and (out / "last.pt").exists()):
         state = load_checkpoint(str(out / "last.pt"))
+        saved_world = state["data"].get("world_size", 1)
+        if saved_world != world:
+            raise ValueError(f"{out / 'last.pt'} was written by a run over {saved_world} process(es), this one has "
+                             f"{world}: the data position depends on the number of processes, so resume with "
+                             f"{saved_world} (torchrun --nproc_per_node …) or start a new run folder")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch = state["step"], state["data"]["epoch"]
         data.load_state_dict(state["data"])
-        log.truncate_after(step)
-    else:
+        if main:
+            log.truncate_after(step)
+    elif main:
         log.truncate_after(-1)
         (out / "config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True))
+    net = distributed.wrap(model, device)
 
     def checkpoint(batches: int) -> None:
-        save_checkpoint(str(out / "last.pt"), {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "step": step, "data": data.state_dict(batches), "config": asdict(config)})
+        if main:
+            save_checkpoint(str(out / "last.pt"), {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "step": step, "data": data.state_dict(batches), "config": asdict(config)})
 
     model.train()
     started, samples = time.perf_counter(), 0
     while step < total:
         consumed = 0
         for batch in data.loader():
-            generator = seed_step(config.seed, step)
+            generator = seed_step(config.seed, step, rank)
             x, present, valid = _inputs(batch, config.modality, device)
             _, mask = masking(x, lead_mask=present, patch_mask=valid, generator=generator)
             with autocast(device, config.precision):
-                prediction = model(x, mask=mask)
-            loss = masked_mse(prediction.float(), x, mask)
+                prediction = net(x, mask=mask)
+            error, patches = _squared_error(prediction.float(), x, mask)
+            total_error, masked = distributed.all_sum(torch.stack([error.detach(), patches]).double()).tolist()
+            values = max(1.0, masked * x.shape[-1])
+            # DDP averages the ranks' gradients: scaled by the world size, it is the gradient of the global mean
+            loss = error * (world / values)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
@@ -93,8 +135,10 @@ def pretrain(config: PretrainConfig) -> dict:
             scheduler.step()
             step, consumed = step + 1, consumed + 1
             samples += int((~batch["pad"]).sum())
-            log.write({"step": step, "epoch": epoch, "loss": round(loss.item(), 6), "grad_norm": round(float(grad_norm), 4),
-                       "lr": scheduler.get_last_lr()[0], "masked": int(mask.sum())})
+            if main:
+                log.write({"step": step, "epoch": epoch, "loss": round(total_error / values, 6),
+                           "grad_norm": round(float(grad_norm), 4), "lr": scheduler.get_last_lr()[0],
+                           "masked": int(masked)})
             if step % config.checkpoint_every == 0 or step == total:
                 checkpoint(consumed)
             if step >= total:
@@ -105,10 +149,14 @@ def pretrain(config: PretrainConfig) -> dict:
             continue
         break
     elapsed = time.perf_counter() - started
-    torch.save(model.state_dict(), out / "encoder.pt")
-    records = log.read()
-    plot_curve(records, "loss", out / "loss.png", f"{config.modality} dual-masking pretraining")
-    summary = {"steps": step, "final_loss": records[-1]["loss"] if records else None,
-               "samples_per_s": samples / elapsed if elapsed else 0.0, "out": str(out)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    per_rank = distributed.all_gather(samples)
+    summary = {"steps": step, "final_loss": None, "samples_per_s": sum(per_rank) / elapsed if elapsed else 0.0,
+               "out": str(out), "world_size": world, "samples_per_rank": per_rank,
+               "weights_in_sync": distributed.in_sync(model)}
+    if main:
+        torch.save(model.state_dict(), out / "encoder.pt")
+        records = log.read()
+        plot_curve(records, "loss", out / "loss.png", f"{config.modality} dual-masking pretraining")
+        summary["final_loss"] = records[-1]["loss"] if records else None
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return distributed.broadcast(summary)
