@@ -126,10 +126,24 @@ def validate(
 
 
 Device = Annotated[str, typer.Option(help="cpu, cuda or auto")]
+BatchSize = Annotated[int, typer.Option(help="samples per step in each process (torchrun: N processes take N ×)")]
+Ddp = Annotated[bool, typer.Option("--ddp", help="require a torchrun launch: one process per rank, gloo on the CPU, "
+                                                 "nccl on GPUs (a launch is used when detected anyway)")]
 
 
 def _sizes(layers: int | None) -> dict:
     return {"n_layer": layers} if layers else {}
+
+
+def _train(command: str, run, config):
+    """``run(config)``; a distributed set-up failure is a one-line error and exit status 1."""
+    from physiofm.train.distributed import DistributedError
+
+    try:
+        return run(config)
+    except DistributedError as error:
+        console.print(f"[red]{command} failed:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -137,24 +151,26 @@ def pretrain(
     store: Annotated[str, typer.Argument(help="ECG (or EEG) store")],
     out: Annotated[str, typer.Option("--out", help="run folder")],
     modality: Annotated[str, typer.Option(help="ecg or eeg")] = "ecg",
-    epochs: int = 1, max_steps: Annotated[Optional[int], typer.Option()] = None, batch_size: int = 32,
+    epochs: int = 1, max_steps: Annotated[Optional[int], typer.Option()] = None, batch_size: BatchSize = 32,
     lr: float = 5e-4, workers: int = 0, device: Device = "auto", seed: int = 0,
     resume: Annotated[bool, typer.Option("--resume")] = False,
     checkpoint_every: int = 100,
     layers: Annotated[Optional[int], typer.Option(help="encoder layers (default 12, as CBraMod)")] = None,
     mask: Annotated[str, typer.Option(help="dual, intra or inter")] = "dual",
-    storage_option: StorageOption = None,
+    storage_option: StorageOption = None, ddp: Ddp = False,
 ) -> None:
-    """Dual-masking reconstruction pretraining of a CBraMod encoder."""
+    """Dual-masking reconstruction pretraining of a CBraMod encoder (data-parallel under torchrun)."""
     from physiofm.io import parse_storage_options
+    from physiofm.train.distributed import is_main
     from physiofm.train.pretrain import PretrainConfig, pretrain as run
 
-    summary = run(PretrainConfig(store, out, modality=modality, epochs=epochs, max_steps=max_steps,
-                                 batch_size=batch_size, lr=lr, workers=workers, device=device, seed=seed,
-                                 resume=resume, checkpoint_every=checkpoint_every, model=_sizes(layers),
-                                 masking={"mode": mask}, storage_options=parse_storage_options(storage_option)))
-    console.print(f"pretrained {summary['steps']} steps, final loss {summary['final_loss']}, "
-                  f"{summary['samples_per_s']:.1f} samples/s → {out}", soft_wrap=True)
+    summary = _train("pretrain", run, PretrainConfig(
+        store, out, modality=modality, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+        workers=workers, device=device, seed=seed, resume=resume, checkpoint_every=checkpoint_every,
+        model=_sizes(layers), masking={"mode": mask}, storage_options=parse_storage_options(storage_option), ddp=ddp))
+    if is_main():
+        console.print(f"pretrained {summary['steps']} steps, final loss {summary['final_loss']}, "
+                      f"{summary['samples_per_s']:.1f} samples/s → {out}", soft_wrap=True)
 
 
 @app.command()
@@ -167,23 +183,26 @@ def finetune(
     folds: int = 5,
     eeg_weights: Annotated[Optional[str], typer.Option(help="CBraMod checkpoint (official layout)")] = None,
     ecg_weights: Annotated[Optional[str], typer.Option(help="a physiofm pretraining run (or encoder .pt)")] = None,
-    epochs: int = 10, max_steps: Annotated[Optional[int], typer.Option()] = None, batch_size: int = 32,
+    epochs: int = 10, max_steps: Annotated[Optional[int], typer.Option()] = None, batch_size: BatchSize = 32,
     lr: float = 1e-4, workers: int = 0, device: Device = "auto", seed: int = 0,
     resume: Annotated[bool, typer.Option("--resume")] = False,
     eeg_layers: Annotated[Optional[int], typer.Option()] = None,
     ecg_layers: Annotated[Optional[int], typer.Option()] = None,
-    storage_option: StorageOption = None,
+    storage_option: StorageOption = None, ddp: Ddp = False,
 ) -> None:
     """Fine-tune the fusion classifier (or one branch) under a subject-wise protocol; print its metrics."""
     from physiofm.io import parse_storage_options
+    from physiofm.train.distributed import is_main
     from physiofm.train.finetune import FinetuneConfig, comparison, finetune as run
 
-    run(FinetuneConfig(store, out, modalities=tuple(modalities.split(",")), targets=tuple(targets.split(",")),
-                       protocol=protocol, folds=folds, eeg_weights=eeg_weights, ecg_weights=ecg_weights,
-                       epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, workers=workers,
-                       device=device, seed=seed, resume=resume, eeg_model=_sizes(eeg_layers),
-                       ecg_model=_sizes(ecg_layers), storage_options=parse_storage_options(storage_option)))
-    _print_comparison(comparison([out]))
+    _train("finetune", run, FinetuneConfig(
+        store, out, modalities=tuple(modalities.split(",")), targets=tuple(targets.split(",")), protocol=protocol,
+        folds=folds, eeg_weights=eeg_weights, ecg_weights=ecg_weights, epochs=epochs, max_steps=max_steps,
+        batch_size=batch_size, lr=lr, workers=workers, device=device, seed=seed, resume=resume,
+        eeg_model=_sizes(eeg_layers), ecg_model=_sizes(ecg_layers),
+        storage_options=parse_storage_options(storage_option), ddp=ddp))
+    if is_main():
+        _print_comparison(comparison([out]))
 
 
 @app.command()
