@@ -54,6 +54,23 @@ def open_executor(name: str = "local", jobs: int | None = None, scheduler: str |
     if scheduler:
         raise ValueError("--executor dask-local starts its own cluster; --scheduler goes with --executor dask")
     workers = jobs or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+    with local_worker_environment(), distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
         yield client.get_executor(pure=False)
+
+
+def local_worker_environment():
+    """Dask's worker environment without ``MALLOC_TRIM_THRESHOLD_``.
+
+    Dask's nannies set it (64 KiB) to hand freed memory back to the OS; glibc then stops adapting
+    its mmap threshold, and every record-sized array (hundreds of kB) is mapped and unmapped
+    afresh: builds ran at about 0.55 of a local process's rate per worker (bench/build_dask.py).
+    Workers of a cluster started elsewhere: start them with the variable unset or large, e.g.
+    ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=134217728``.
+    """
+    import dask
+
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
