@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 
 from physiofm.cli import app
 from physiofm.pipeline.build import build
-from physiofm.pipeline.executors import open_executor
+from physiofm.pipeline.executors import WORKER_ENVIRON, local_worker_environment, open_executor
 from physiofm.synth import ecg as synth
 from storecheck import assert_store_consistent, tree_bytes
 
@@ -39,7 +40,8 @@ def reference(archive, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cluster():
     """Two single-threaded worker processes, each under a nanny that restarts it if it dies."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+    with local_worker_environment(), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         client.wait_for_workers(2)
         yield cluster, client
@@ -57,7 +59,21 @@ def test_dask_build_through_the_cli_matches_the_local_build(archive, reference, 
 def test_dask_local_cluster_matches_the_local_build(archive, reference, tmp_path):
     with open_executor("dask-local", jobs=2) as executor:
         build(str(archive), str(tmp_path / "store"), shard_size=SHARD, executor=executor)
+        assert len(executor._client.scheduler_info()["workers"]) == 2
     assert tree_bytes(tmp_path / "store") == tree_bytes(reference)
+
+
+def test_dask_local_workers_keep_arrays_on_the_heap():
+    """Its workers get :data:`WORKER_ENVIRON` (checked in a fresh process: an earlier nanny in this one
+    has put Dask's own value in ``os.environ``, which then wins, as a user's explicit setting would)."""
+    code = ("import json, os; from physiofm.pipeline.executors import WORKER_ENVIRON, open_executor\n"
+            "with open_executor('dask-local', 2) as executor:\n"
+            "    print(json.dumps(executor._client.run(lambda: {k: os.environ.get(k) for k in WORKER_ENVIRON})))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    environments = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(environments) == 2
+    assert all(e == {k: str(v) for k, v in WORKER_ENVIRON.items()} for e in environments.values()), environments
 
 
 def test_worker_killed_while_writing_a_shard_loses_nothing(archive, reference, cluster, tmp_path):
@@ -97,7 +113,7 @@ def test_killed_dask_client_resumes_to_the_same_bytes(archive, reference, cluste
     scheduler, client = cluster[0].scheduler_address, cluster[1]
     out = tmp_path / "store"
     code = ("import os, signal; from physiofm.pipeline.build import build\n"
-            "from physiofm.pipeline.executors import open_executor\n"
+            "from physiofm.pipeline.executors import WORKER_ENVIRON, local_worker_environment, open_executor\n"
             "def progress(stage, done, total):\n"
             "    if stage == 'units' and done == 3: os.kill(os.getpid(), signal.SIGKILL)\n"
             f"with open_executor('dask', scheduler={scheduler!r}) as executor:\n"

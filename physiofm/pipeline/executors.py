@@ -60,17 +60,20 @@ def open_executor(name: str = "local", jobs: int | None = None, scheduler: str |
         yield client.get_executor(pure=False)
 
 
-def local_worker_environment():
-    """Dask's worker environment without ``MALLOC_TRIM_THRESHOLD_``.
+# glibc settings for build workers: keep arrays under 32 MiB on the heap and the heap from being trimmed
+# at every free (Dask's nanny default is MALLOC_TRIM_THRESHOLD_=65536, which also freezes the mmap
+# threshold at 128 KiB: every record-sized array is then mapped and unmapped afresh, and a worker built
+# at about 0.55 of a local process's rate; with these, at 0.9-1.0 (bench/build_dask.py)).
+WORKER_ENVIRON = {"MALLOC_TRIM_THRESHOLD_": 128 * 2**20, "MALLOC_MMAP_THRESHOLD_": 32 * 2**20}
 
-    Dask's nannies set it (64 KiB) to hand freed memory back to the OS; glibc then stops adapting
-    its mmap threshold, and every record-sized array (hundreds of kB) is mapped and unmapped
-    afresh: builds ran at about 0.55 of a local process's rate per worker (bench/build_dask.py).
-    Workers of a cluster started elsewhere: start them with the variable unset or large, e.g.
-    ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=134217728``.
+
+def local_worker_environment():
+    """Dask's worker environment with :data:`WORKER_ENVIRON` (for the ``LocalCluster`` made here).
+
+    Workers started elsewhere get the same from the environment of ``dask worker``:
+    ``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON="{'MALLOC_TRIM_THRESHOLD_': 134217728, 'MALLOC_MMAP_THRESHOLD_': 33554432}"``.
     """
     import dask
 
-    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
-    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENVIRON}
     return dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
