@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from physiofm.cli import app
 from physiofm.pipeline.build import build
-from physiofm.pipeline.executors import WORKER_ENVIRON, local_worker_environment, open_executor
+from physiofm.pipeline.executors import WORKER_ENVIRON, local_worker_environment, open_executor, restored_environ
 from physiofm.synth import ecg as synth
 from storecheck import assert_store_consistent, tree_bytes
 
@@ -40,7 +40,7 @@ def reference(archive, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cluster():
     """Two single-threaded worker processes, each under a nanny that restarts it if it dies."""
-    with local_worker_environment(), \
+    with restored_environ(), local_worker_environment(), \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         client.wait_for_workers(2)
@@ -57,10 +57,12 @@ def test_dask_build_through_the_cli_matches_the_local_build(archive, reference, 
 
 
 def test_dask_local_cluster_matches_the_local_build(archive, reference, tmp_path):
+    before = dict(os.environ)
     with open_executor("dask-local", jobs=2) as executor:
         build(str(archive), str(tmp_path / "store"), shard_size=SHARD, executor=executor)
         assert len(executor._client.scheduler_info()["workers"]) == 2
     assert tree_bytes(tmp_path / "store") == tree_bytes(reference)
+    assert dict(os.environ) == before  # the nannies' variables did not leak into this process
 
 
 def test_dask_local_workers_keep_arrays_on_the_heap():
@@ -113,7 +115,7 @@ def test_killed_dask_client_resumes_to_the_same_bytes(archive, reference, cluste
     scheduler, client = cluster[0].scheduler_address, cluster[1]
     out = tmp_path / "store"
     code = ("import os, signal; from physiofm.pipeline.build import build\n"
-            "from physiofm.pipeline.executors import WORKER_ENVIRON, local_worker_environment, open_executor\n"
+            "from physiofm.pipeline.executors import WORKER_ENVIRON, local_worker_environment, open_executor, restored_environ\n"
             "def progress(stage, done, total):\n"
             "    if stage == 'units' and done == 3: os.kill(os.getpid(), signal.SIGKILL)\n"
             f"with open_executor('dask', scheduler={scheduler!r}) as executor:\n"

@@ -54,10 +54,26 @@ def open_executor(name: str = "local", jobs: int | None = None, scheduler: str |
     if scheduler:
         raise ValueError("--executor dask-local starts its own cluster; --scheduler goes with --executor dask")
     workers = jobs or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    with local_worker_environment(), distributed.LocalCluster(
+    with restored_environ(), local_worker_environment(), distributed.LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         yield client.get_executor(pure=False)
+
+
+@contextmanager
+def restored_environ() -> Iterator[None]:
+    """Put ``os.environ`` back as it was on leaving.
+
+    Dask's nannies write their workers' variables (``OMP_NUM_THREADS=1``, ``MALLOC_…``,
+    ``PYTHONHASHSEED``) into the environment of the process that starts them; left there, they
+    would reach every later child process (a training run's DataLoader workers, for instance).
+    """
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 # glibc settings for build workers: keep arrays under 32 MiB on the heap and the heap from being trimmed
