@@ -68,3 +68,27 @@ def s3_bucket(s3_server, request):
     fs.mkdir(name)
     yield f"s3://{name}", options
     fs.rm(name, recursive=True)
+
+
+@pytest.fixture(scope="module")
+def ecg_store(tmp_path_factory):
+    """A small ECG store (40 generated Challenge records, shards of 10) for training tests."""
+    from physiofm.pipeline.build import build
+    from physiofm.synth.ecg import synth_challenge
+
+    root = tmp_path_factory.mktemp("ecg")
+    src = synth_challenge(root / "raw", n_records=40, seed=2, subsets=("georgia",))
+    build(str(src), str(root / "store"), jobs=1, shard_size=10)
+    return root / "store"
+
+
+@pytest.fixture(scope="module")
+def emotion_store(tmp_path_factory):
+    """A small paired EEG+ECG store (3 generated DREAMER subjects) for training tests."""
+    from physiofm.pipeline.build import build
+    from physiofm.synth.emotion import synth_dreamer
+
+    root = tmp_path_factory.mktemp("emotion")
+    src = synth_dreamer(root / "raw", subjects=3, seed=4, clip_seconds=(20.0, 24.0))
+    build(str(src), str(root / "store"), kind="emotion", jobs=1)
+    return root / "store"

@@ -21,9 +21,6 @@ import pytest
 import torch
 
 from physiofm.models import CBraMod, DualMasking, load_pretrained
-from physiofm.pipeline.build import build
-from physiofm.synth.ecg import synth_challenge
-from physiofm.synth.emotion import synth_dreamer
 from physiofm.train.distributed import LAUNCH_ENV, DistributedError
 from physiofm.train.finetune import FinetuneConfig, _manifest, finetune
 from physiofm.train.metrics import binary_metrics
@@ -83,22 +80,6 @@ def first_step_loss(store: Path) -> float:
             e, n = _squared_error(model(x, mask=mask), x, mask)
         error, patches = error + float(e), patches + int(n)
     return error / (patches * 200)
-
-
-@pytest.fixture(scope="module")
-def ecg_store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ecg")
-    src = synth_challenge(root / "raw", n_records=40, seed=2, subsets=("georgia",))
-    build(str(src), str(root / "store"), jobs=1, shard_size=10)
-    return root / "store"
-
-
-@pytest.fixture(scope="module")
-def emotion_store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("emotion")
-    src = synth_dreamer(root / "raw", subjects=3, seed=4, clip_seconds=(20.0, 24.0))
-    build(str(src), str(root / "store"), kind="emotion", jobs=1)
-    return root / "store"
 
 
 @pytest.fixture(scope="module")

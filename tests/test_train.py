@@ -11,33 +11,13 @@ import time
 from pathlib import Path
 
 import polars as pl
-import pytest
 import torch
 
 from physiofm.models import load_pretrained
-from physiofm.pipeline.build import build
-from physiofm.synth.ecg import synth_challenge
-from physiofm.synth.emotion import synth_dreamer
 from physiofm.train.finetune import FinetuneConfig, finetune
 from physiofm.train.pretrain import PretrainConfig, pretrain
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def ecg_store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ecg")
-    src = synth_challenge(root / "raw", n_records=40, seed=2, subsets=("georgia",))
-    build(str(src), str(root / "store"), jobs=1, shard_size=10)
-    return root / "store"
-
-
-@pytest.fixture(scope="module")
-def emotion_store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("emotion")
-    src = synth_dreamer(root / "raw", subjects=3, seed=4, clip_seconds=(20.0, 24.0))
-    build(str(src), str(root / "store"), kind="emotion", jobs=1)
-    return root / "store"
 
 
 def config(store, out, **kw) -> PretrainConfig:
