@@ -135,13 +135,16 @@ def main() -> None:
               f"zarr {per_record['zarr'] / 1e3:.0f}, tables {per_record['tables'] / 1e3:.2f}) -> {total / 1e9:.0f} GB")
         print(f"  {samples:,.0f} samples in {-(-samples // shard_size):,.0f} tar shards of "
               f"{shard_size * sizes['wds'] / results['local-1']['samples'] / 1e6:.0f} MB, and as many Zarr tasks")
-        print(f"  one Dask worker: {1e3 * seconds_per_record:.1f} ms/record -> "
-              f"{MIMIC_RECORDS * seconds_per_record / 3600:.1f} worker-hours")
-        for workers in (2, 8, 32, 128):
-            print(f"    {workers:4d} workers (one core each, linear): {MIMIC_RECORDS * seconds_per_record / workers / 3600:6.2f} h")
         client = dask_n["client_cpu"] / dask_n["records"]
-        print(f"  the client: {1e3 * client:.2f} ms CPU/record ({MIMIC_RECORDS * client / 60:.0f} min in all); "
-              f"it keeps up with about {seconds_per_record / client:.0f} workers")
+        print(f"  one Dask worker: {1e3 * seconds_per_record:.1f} ms/record -> "
+              f"{MIMIC_RECORDS * seconds_per_record / 3600:.1f} worker-hours of CPU")
+        print(f"  the client: {1e3 * client:.2f} ms CPU/record -> {MIMIC_RECORDS * client / 60:.1f} min in all "
+              f"(at most that much is serial: listing, results, Parquet tables)")
+        io = raw_bytes / n + sum(per_record.values()) + per_record["wds"]  # read, write, tar re-read (Zarr)
+        print(f"  I/O: {io / 1e3:.0f} kB/record, {io / seconds_per_record / 1e6:.0f} MB/s per busy worker")
+        for workers in (2, 8, 32, 128):
+            hours = MIMIC_RECORDS * (seconds_per_record / workers + client) / 3600
+            print(f"    {workers:4d} workers (one core each): {hours:6.2f} h, if the store's I/O keeps up")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
