@@ -20,12 +20,12 @@ import psutil
 import pytest
 import torch
 
-from physiofm.models import CBraMod, DualMasking, load_pretrained
+from physiofm.models import CBraMod, DualMasking, load_pretrained, masked_squared_error
 from physiofm.train.distributed import LAUNCH_ENV, DistributedError
 from physiofm.train.finetune import FinetuneConfig, _manifest, finetune
 from physiofm.train.metrics import binary_metrics
 from physiofm.train.loop import seed_step
-from physiofm.train.pretrain import PretrainConfig, _inputs, _squared_error, pretrain
+from physiofm.train.pretrain import PretrainConfig, _inputs, pretrain
 from physiofm.train.protocols import make_folds
 from physiofm.train.stream import StreamingDataset
 
@@ -77,7 +77,7 @@ def first_step_loss(store: Path) -> float:
         x, present, valid = _inputs(batch, "ecg", torch.device("cpu"))
         _, mask = DualMasking()(x, lead_mask=present, patch_mask=valid, generator=generator)
         with torch.no_grad():
-            e, n = _squared_error(model(x, mask=mask), x, mask)
+            e, n = masked_squared_error(model(x, mask=mask), x, mask)
         error, patches = error + float(e), patches + int(n)
     return error / (patches * 200)
 

@@ -89,12 +89,18 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
     return torch.rand(shape, generator=generator, device=generator.device if generator is not None else device)
 
 
+def masked_squared_error(prediction: torch.Tensor, target: torch.Tensor,
+                         mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sum of squared errors over the masked patches (``mask`` (B, C, N), nonzero = masked) and
+    how many patches that is: the parts of :func:`masked_mse`, summable across processes."""
+    selected = mask.bool()
+    return (prediction[selected] - target[selected]).pow(2).sum(), selected.sum()
+
+
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the samples of masked patches only (``mask`` (B, C, N), nonzero = masked).
 
     Returns 0 with a (zero) gradient when nothing is masked, never NaN.
     """
-    selected = mask.bool()
-    if not selected.any():
-        return (prediction * 0).sum()
-    return (prediction[selected] - target[selected]).pow(2).mean()
+    error, patches = masked_squared_error(prediction, target, mask)
+    return error / (patches * prediction.shape[-1]).clamp(min=1)

@@ -199,6 +199,12 @@ def _fingerprint(corpus: str, source: str, recipe: dict) -> dict:
             "schema_version": schema.SCHEMA_VERSION}
 
 
+def _remove_unpublished(fs, root: str) -> None:
+    """Remove shards a killed worker left under their temporary names (never published)."""
+    for leftover in fs.glob(join(root, "wds", ".*.tmp-*")):
+        fs.rm(leftover)
+
+
 def _read_json(fs, path: str) -> dict | None:
     return json.loads(fs.cat_file(path)) if fs.exists(path) else None
 
@@ -279,8 +285,7 @@ def build(
     units = plan_units(items, int(resolved["output"]["shard_size"]))
     if plan is None:
         write_bytes(fs, plan_path, json_bytes({"fingerprint": fingerprint, "units": len(units)}))
-    for leftover in fs.glob(join(root, "wds", ".*.tmp-*")):  # a killed worker's unpublished shard
-        fs.rm(leftover)
+    _remove_unpublished(fs, root)
     markers: dict[int, dict] = {}
     for path in fs.glob(join(root, STATE, "unit-*.json")):
         marker = json.loads(fs.cat_file(path))
@@ -401,8 +406,7 @@ def _finish(fs, root, out, source, corpus, preparer, recipe, fingerprint, units,
                   "modalities": list(modalities), "sample_shapes": sample_shapes,
                   "dtype": recipe["output"]["dtype"], "recipe": recipe, "counts": counts,
                   "versions": _versions()}
-    for leftover in fs.glob(join(root, "wds", ".*.tmp-*")):  # written by a worker that died
-        fs.rm(leftover)
+    _remove_unpublished(fs, root)
     write_bytes(fs, join(root, "build.json"), json.dumps(build_info, indent=2, sort_keys=True).encode())
     fs.rm(join(root, STATE), recursive=True)
     return {**counts, "status": "built", "seconds": time.perf_counter() - started, "out": out, "dataset": corpus}

@@ -66,11 +66,6 @@ def npy_layout(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype] | None:
     return None
 
 
-def read_arrays(stream, url: str, extension: str) -> list[np.ndarray]:
-    """Every ``.<extension>`` array of a shard, in member order."""
-    return read_named_arrays(stream, url, (extension,))[extension]
-
-
 def read_named_arrays(stream, url: str, extensions: tuple[str, ...]) -> dict[str, list[np.ndarray]]:
     """Every ``.<extension>`` array of a shard for each extension, in member order, in one pass."""
     out: dict[str, list[np.ndarray]] = {extension: [] for extension in extensions}

@@ -131,11 +131,6 @@ def all_sum(value: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def all_mean(value: float) -> float:
-    """The mean of a scalar over the ranks."""
-    return float(all_sum(torch.tensor(float(value), dtype=torch.float64))) / world_size()
-
-
 def all_gather(value: Any) -> list[Any]:
     """``value`` of every rank (any picklable object: arrays of any length), in rank order."""
     if not active():

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from physiofm.models import CBraMod, DualMasking
+from physiofm.models import CBraMod, DualMasking, masked_squared_error
 from physiofm.train import distributed
 from physiofm.train.loop import (
     JsonLog, TrainOptions, autocast, cosine_with_warmup, load_checkpoint, plot_curve, save_checkpoint, seed_step,
@@ -52,13 +52,6 @@ def _inputs(batch: dict, modality: str, device: torch.device) -> tuple[torch.Ten
     present = present & ~batch["pad"].to(device)[:, None]
     valid = torch.arange(N, device=device)[None, :] < batch["n_patches"].to(device)[:, None]
     return x, present, valid
-
-
-def _squared_error(prediction: torch.Tensor, target: torch.Tensor,
-                   mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sum of squared errors over the masked patches (``mask`` (B, C, N)), and how many patches."""
-    selected = mask.bool()
-    return (prediction[selected] - target[selected]).pow(2).sum(), selected.sum()
 
 
 def pretrain(config: PretrainConfig) -> dict:
@@ -123,7 +116,7 @@ def _pretrain(config: PretrainConfig, device: torch.device) -> dict:
             _, mask = masking(x, lead_mask=present, patch_mask=valid, generator=generator)
             with autocast(device, config.precision):
                 prediction = net(x, mask=mask)
-            error, patches = _squared_error(prediction.float(), x, mask)
+            error, patches = masked_squared_error(prediction.float(), x, mask)
             total_error, masked = distributed.all_sum(torch.stack([error.detach(), patches]).double()).tolist()
             values = max(1.0, masked * x.shape[-1])
             # DDP averages the ranks' gradients: scaled by the world size, it is the gradient of the global mean
