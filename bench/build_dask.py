@@ -38,13 +38,13 @@ MIMIC_RECORDS = 800_035  # MIMIC-IV-ECG v1.0: 10-s 12-lead records
 
 
 def _warm() -> None:
-    import physiofm.pipeline.build  # noqa: F401
-    import physiofm.pipeline.ecg  # noqa: F401
-    import physiofm.pipeline.mimic  # noqa: F401
+    import physiofm.store.build  # noqa: F401
+    import physiofm.preprocess.ecg  # noqa: F401
+    import physiofm.corpora.mimic  # noqa: F401
 
 
 def child(variant: str, src: Path, out: Path) -> None:
-    from physiofm.pipeline.build import build
+    from physiofm.store.build import build
 
     kind, workers = variant.split("-")
     _warm()  # the client's imports are not per-record work
@@ -55,7 +55,7 @@ def child(variant: str, src: Path, out: Path) -> None:
         summary = build(str(src), str(out), jobs=int(workers))
         startup = first = 0.0
     else:
-        from physiofm.pipeline.executors import open_executor
+        from physiofm.store.executors import open_executor
 
         with open_executor("dask-local", int(workers)) as executor:
             executor._client.run(_warm)

@@ -7,7 +7,7 @@ times three ways of turning each into 200-Hz band-passed windows:
            per-lead filtfilt, one ``.npy`` file per window;
 * floor  - the compute floor: the same records read, resampled and filtered by vectorised
            numpy/scipy calls (physiofm's readers and transforms) in one process, nothing written;
-* build  - ``physiofm.pipeline.build.build`` with everything written (tar shards, Zarr,
+* build  - ``physiofm.store.build.build`` with everything written (tar shards, Zarr,
            Parquet manifests), with 1 process and with all cores.
 
 Each variant runs in its own subprocess; peak memory is the peak summed PSS of that process
@@ -56,8 +56,8 @@ def naive(src: Path, out: Path) -> int:
 def floor(src: Path) -> int:
     import numpy as np
 
-    from physiofm.pipeline import challenge
-    from physiofm.pipeline import transforms as T
+    from physiofm.corpora import challenge
+    from physiofm.preprocess import transforms as T
 
     items = challenge.list_items(str(src))
     count = 0
@@ -70,7 +70,7 @@ def floor(src: Path) -> int:
 
 
 def run_build(src: Path, out: Path, jobs: int) -> int:
-    from physiofm.pipeline.build import build
+    from physiofm.store.build import build
 
     return build(str(src), str(out), jobs=jobs)["records_read"]
 

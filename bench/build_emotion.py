@@ -32,7 +32,7 @@ from common import measure_command  # noqa: E402
 
 PHYSIOFM = """
 import sys, time
-from physiofm.pipeline.build import build
+from physiofm.store.build import build
 start = time.perf_counter()
 summary = build(sys.argv[1], sys.argv[2], kind="emotion", jobs=2)
 print({"seconds": time.perf_counter() - start, "samples": summary["samples"]})

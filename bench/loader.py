@@ -48,7 +48,7 @@ def best_rate(samples: int, run: Callable[[], int], repeats: int) -> float:
 
 
 def epoch(store: str, batch_size: int, workers: int, storage_options: dict | None = None) -> Callable[[], int]:
-    from physiofm.train.stream import StreamingDataset
+    from physiofm.train.data.stream import StreamingDataset
 
     dataset = StreamingDataset(store, batch_size=batch_size, num_workers=workers, storage_options=storage_options)
     runs = iter(range(1_000_000))
@@ -81,9 +81,9 @@ def main() -> None:
 
     import s3fs
 
-    from physiofm.pipeline.build import build
+    from physiofm.store.build import build
     from physiofm.synth.ecg import synth_challenge
-    from physiofm.train.s3 import BLOCK_SIZE
+    from physiofm.train.data.s3 import BLOCK_SIZE
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     work = Path(tempfile.mkdtemp(prefix="physiofm-loader-bench-"))

@@ -21,8 +21,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from physiofm.pipeline.build import build  # noqa: E402
-from physiofm.pipeline.validate import validate  # noqa: E402
+from physiofm.store.build import build  # noqa: E402
+from physiofm.store.validate import validate  # noqa: E402
 from physiofm.synth.ecg import synth_challenge  # noqa: E402
 
 

@@ -28,8 +28,8 @@ StorageOption = Annotated[Optional[list[str]], typer.Option(
 
 def _run_build(**kwargs) -> None:
     from physiofm.io import parse_storage_options
-    from physiofm.pipeline.build import BuildError, build
-    from physiofm.pipeline.executors import open_executor
+    from physiofm.store.build import BuildError, build
+    from physiofm.store.executors import open_executor
 
     kwargs["storage_options"] = parse_storage_options(kwargs.pop("storage_option"))
     executor_name, scheduler = kwargs.pop("executor"), kwargs.pop("scheduler")
@@ -116,7 +116,7 @@ def validate(
 ) -> None:
     """Check a store end to end: schema, integrity, content, leakage and balance."""
     from physiofm.io import parse_storage_options
-    from physiofm.pipeline.validate import print_report, validate as run
+    from physiofm.store.validate import print_report, validate as run
 
     report = run(store, deep=deep, sample=sample, seed=seed, storage_options=parse_storage_options(storage_option))
     print_report(report, Console())

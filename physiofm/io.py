@@ -8,6 +8,7 @@ final key is written directly.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -88,3 +89,8 @@ def parse_storage_options(pairs: list[str] | None) -> StorageOptions:
         lowered = value.lower()
         options[key] = True if lowered == "true" else False if lowered == "false" else value
     return options
+
+
+def json_bytes(obj) -> bytes:
+    """Canonical JSON (sorted keys, no spaces, no NaN): the bytes of sample metadata and build markers."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()

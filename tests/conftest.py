@@ -73,7 +73,7 @@ def s3_bucket(s3_server, request):
 @pytest.fixture(scope="module")
 def ecg_store(tmp_path_factory):
     """A small ECG store (40 generated Challenge records, shards of 10) for training tests."""
-    from physiofm.pipeline.build import build
+    from physiofm.store.build import build
     from physiofm.synth.ecg import synth_challenge
 
     root = tmp_path_factory.mktemp("ecg")
@@ -85,7 +85,7 @@ def ecg_store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def emotion_store(tmp_path_factory):
     """A small paired EEG+ECG store (3 generated DREAMER subjects) for training tests."""
-    from physiofm.pipeline.build import build
+    from physiofm.store.build import build
     from physiofm.synth.emotion import synth_dreamer
 
     root = tmp_path_factory.mktemp("emotion")

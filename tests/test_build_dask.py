@@ -17,8 +17,8 @@ from distributed import Client, LocalCluster
 from typer.testing import CliRunner
 
 from physiofm.cli import app
-from physiofm.pipeline.build import build
-from physiofm.pipeline.executors import WORKER_ENVIRON, local_worker_environment, open_executor, restored_environ
+from physiofm.store.build import build
+from physiofm.store.executors import WORKER_ENVIRON, local_worker_environment, open_executor, restored_environ
 from physiofm.synth import ecg as synth
 from storecheck import assert_store_consistent, tree_bytes
 
@@ -68,7 +68,7 @@ def test_dask_local_cluster_matches_the_local_build(archive, reference, tmp_path
 def test_dask_local_workers_keep_arrays_on_the_heap():
     """Its workers get :data:`WORKER_ENVIRON` (checked in a fresh process: an earlier nanny in this one
     has put Dask's own value in ``os.environ``, which then wins, as a user's explicit setting would)."""
-    code = ("import json, os; from physiofm.pipeline.executors import WORKER_ENVIRON, open_executor\n"
+    code = ("import json, os; from physiofm.store.executors import WORKER_ENVIRON, open_executor\n"
             "with open_executor('dask-local', 2) as executor:\n"
             "    print(json.dumps(executor._client.run(lambda: {k: os.environ.get(k) for k in WORKER_ENVIRON})))\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
@@ -114,8 +114,8 @@ def test_worker_killed_while_writing_a_shard_loses_nothing(archive, reference, c
 def test_killed_dask_client_resumes_to_the_same_bytes(archive, reference, cluster, tmp_path):
     scheduler, client = cluster[0].scheduler_address, cluster[1]
     out = tmp_path / "store"
-    code = ("import os, signal; from physiofm.pipeline.build import build\n"
-            "from physiofm.pipeline.executors import WORKER_ENVIRON, local_worker_environment, open_executor, restored_environ\n"
+    code = ("import os, signal; from physiofm.store.build import build\n"
+            "from physiofm.store.executors import WORKER_ENVIRON, local_worker_environment, open_executor, restored_environ\n"
             "def progress(stage, done, total):\n"
             "    if stage == 'units' and done == 3: os.kill(os.getpid(), signal.SIGKILL)\n"
             f"with open_executor('dask', scheduler={scheduler!r}) as executor:\n"

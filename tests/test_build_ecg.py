@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 import zarr
 
-from physiofm.pipeline.build import BuildError, build
+from physiofm.store.build import BuildError, build
 from physiofm.synth import ecg as synth
 from storecheck import assert_store_consistent, tree_bytes
 
@@ -81,7 +81,7 @@ def test_second_build_is_a_no_op(archive, tmp_path):
 
 def test_killed_build_resumes_to_the_same_bytes(archive, reference, tmp_path):
     out = tmp_path / "store"
-    code = f"from physiofm.pipeline.build import build; build({str(archive)!r}, {str(out)!r}, jobs=2, shard_size=6)"
+    code = f"from physiofm.store.build import build; build({str(archive)!r}, {str(out)!r}, jobs=2, shard_size=6)"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
     deadline = time.monotonic() + 60
@@ -104,7 +104,7 @@ def test_build_killed_while_filling_zarr_resumes_to_the_same_bytes(archive, tmp_
     build(str(archive), str(reference), jobs=1, shard_size=6, recipe_overrides=SMALL_ZARR)
     out = tmp_path / "store"
     # The build (one process: tasks run in order) SIGKILLs itself once two Zarr tasks are done.
-    code = ("import os, signal; from physiofm.pipeline.build import build\n"
+    code = ("import os, signal; from physiofm.store.build import build\n"
             "def progress(stage, done, total):\n"
             "    if stage == 'zarr' and done == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
             f"build({str(archive)!r}, {str(out)!r}, jobs=1, shard_size=6, recipe_overrides={SMALL_ZARR!r}, "

@@ -10,7 +10,7 @@ import pytest
 import scipy.io
 import zarr
 
-from physiofm.pipeline.build import build
+from physiofm.store.build import build
 from physiofm.synth import emotion as synth
 
 EVENT = (2, 3, 13.37)  # subject 2, clip 3, 13.37 s after the stimulus starts

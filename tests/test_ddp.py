@@ -27,7 +27,7 @@ from physiofm.train.metrics import binary_metrics
 from physiofm.train.loop import seed_step
 from physiofm.train.pretrain import PretrainConfig, _inputs, pretrain
 from physiofm.train.protocols import make_folds
-from physiofm.train.stream import StreamingDataset
+from physiofm.train.data.stream import StreamingDataset
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**{k: v for k, v in os.environ.items() if k not in LAUNCH_ENV},

@@ -19,8 +19,10 @@ import pytest
 from scipy.io import loadmat
 from scipy.signal import butter, find_peaks, resample_poly, sosfiltfilt, welch
 
-from physiofm.pipeline import amigos, dreamer, mahnob
-from physiofm.pipeline.records import Record, Reject, Signal
+from physiofm.corpora import amigos
+from physiofm.corpora import dreamer, matlab
+from physiofm.corpora import mahnob
+from physiofm.corpora.base import Record, Reject, Signal
 from physiofm.synth.emotion import synth_amigos, synth_dreamer, synth_mahnob
 
 EVENTS = {"dreamer": (1, 2, 3.0), "amigos": (1, 4, 2.5), "mahnob": (1, 2, 1.5)}
@@ -175,8 +177,8 @@ def test_dreamer_records(dreamer_root: str) -> None:
 
 def test_dreamer_file_loaded_once_per_process(dreamer_root: str, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = dreamer.loadmat
-    monkeypatch.setattr(dreamer, "loadmat", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = matlab.loadmat
+    monkeypatch.setattr(matlab, "loadmat", lambda *a, **k: calls.append(1) or real(*a, **k))
     dreamer._CACHE.clear()
     items = dreamer.list_items(dreamer_root)
     first = [r.signals["eeg"].data for r in dreamer.read(dreamer_root, items[:2]) if isinstance(r, Record)]

@@ -7,9 +7,12 @@ import pytest
 import scipy.io
 import wfdb
 
-from physiofm.pipeline import challenge, corpora, ptbxl, wfdb_dir
-from physiofm.pipeline.records import Record, Reject
-from physiofm.pipeline.wfdb_format import HeaderError, parse_header
+from physiofm.corpora import challenge
+from physiofm import corpora
+from physiofm.corpora import ptbxl
+from physiofm.corpora import wfdb_tree as wfdb_dir
+from physiofm.corpora.base import Record, Reject
+from physiofm.corpora.wfdb_format import HeaderError, parse_header
 
 
 def read_all(module, root):
@@ -51,9 +54,9 @@ def test_format212_goes_through_wfdb(shared_data):
 
 
 def test_format_detection_on_real_trees(shared_data):
-    assert corpora.detect(str(shared_data / "physionet-challenge-2021")) == "challenge"
-    assert corpora.detect(str(shared_data / "ptb-xl")) == "ptbxl"
-    assert corpora.detect(str(shared_data / "wfdb-software-data")) == "wfdb"
+    assert corpora.detect(str(shared_data / "physionet-challenge-2021")).name == "challenge"
+    assert corpora.detect(str(shared_data / "ptb-xl")).name == "ptbxl"
+    assert corpora.detect(str(shared_data / "wfdb-software-data")).name == "wfdb"
     with pytest.raises(ValueError, match="matches none"):
         corpora.detect(str(shared_data / "eegmmidb"))
 

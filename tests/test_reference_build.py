@@ -53,7 +53,7 @@ def listing_hash(digests: dict[str, str]) -> str:
 
 
 def build_reference(kind: str, root: Path) -> Path:
-    from physiofm.pipeline.build import build
+    from physiofm.store.build import build
     from physiofm.synth.ecg import synth_challenge
     from physiofm.synth.emotion import synth_dreamer
 

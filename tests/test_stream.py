@@ -20,12 +20,12 @@ import torch
 import zarr
 from torch.utils.data import DataLoader
 
-from physiofm.pipeline.build import build
+from physiofm.store.build import build
 from physiofm.synth.ecg import synth_challenge
 from physiofm.synth.emotion import synth_dreamer
-from physiofm.train import stream as stream_module
-from physiofm.train.s3 import ShardReadError, gopen_fsspec
-from physiofm.train.stream import StreamError, StreamingDataset, ZarrDataset
+from physiofm.train.data import stream as stream_module
+from physiofm.train.data.s3 import ShardReadError, gopen_fsspec
+from physiofm.train.data.stream import StreamError, StreamingDataset, ZarrDataset
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ import wfdb
 from scipy.signal import find_peaks
 
 import physiofm.synth.ecg as synth_ecg
-from physiofm.synth import GENERATORS, LEADS, ecg_12lead, synth_challenge, synth_code15, synth_mimic_iv_ecg, synth_ptbxl
+from physiofm import corpora
+from physiofm.synth import LEADS, ecg_12lead, synth_challenge, synth_code15, synth_mimic_iv_ecg, synth_ptbxl
 from physiofm.synth.ecg import (
     CODE15_COLUMNS,
     MIMIC_LEADS,
@@ -373,9 +374,10 @@ def test_code15_layout_padding_and_matching(tmp_path: Path) -> None:
 
 # --- determinism and registry ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", sorted(GENERATORS))
+@pytest.mark.parametrize("name", corpora.names("ecg"))
 def test_generators_are_deterministic(tmp_path: Path, name: str) -> None:
-    a = GENERATORS[name](tmp_path / "a", n_records=4, seed=11)
-    b = GENERATORS[name](tmp_path / "b", n_records=4, seed=11)
-    c = GENERATORS[name](tmp_path / "c", n_records=4, seed=12)
+    corpus = corpora.get(name)
+    a = corpus.generate(tmp_path / "a", 4, seed=11)
+    b = corpus.generate(tmp_path / "b", 4, seed=11)
+    c = corpus.generate(tmp_path / "c", 4, seed=12)
     assert a.is_dir() and _files(a) == _files(b) and _files(a) != _files(c)

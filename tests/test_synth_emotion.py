@@ -19,7 +19,6 @@ from scipy.io.matlab import matfile_version
 from physiofm.synth.emotion import (
     AMIGOS_VIDEO_IDS,
     EMOTIV_CHANNELS,
-    GENERATORS,
     MAHNOB_CHANNELS,
     synth_amigos,
     synth_dreamer,
@@ -46,10 +45,6 @@ def amigos_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mahnob_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synth_mahnob(tmp_path_factory.mktemp("mahnob"), subjects=2, trials=2, clip_seconds=(6.0, 8.0),
                         pre_seconds=2.0, post_seconds=2.0, no_triggers=[(2, 2)], unrated=[(2, 1)])  # fmt: skip
-
-
-def test_generators_registry() -> None:
-    assert {"dreamer": synth_dreamer, "amigos": synth_amigos, "mahnob": synth_mahnob} == GENERATORS
 
 
 def test_dreamer_raw_indexing(dreamer_mat: Path) -> None:

@@ -26,9 +26,9 @@ import zarr
 from rich.console import Console
 
 from physiofm.io import url_to_fs
-from physiofm.pipeline.build import build
-from physiofm.pipeline.validate import Report, print_report, validate
-from physiofm.pipeline.writers import open_zarr_group
+from physiofm.store.build import build
+from physiofm.store.validate import Report, print_report, validate
+from physiofm.store.zarr_arrays import open_zarr_group
 from physiofm.synth.ecg import synth_challenge, synth_ptbxl
 from physiofm.synth.emotion import synth_dreamer
 

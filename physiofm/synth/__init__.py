@@ -1,17 +1,16 @@
-"""Layout-exact generators of the archives physiofm reads (for tests and demos)."""
+"""Layout-exact generators of the archives physiofm reads (for tests, demos and benchmarks).
 
-from physiofm.synth.ecg import (
-    GENERATORS,
-    synth_challenge,
-    synth_code15,
-    synth_mimic_iv_ecg,
-    synth_ptbxl,
-)
+Each corpus of the registry names its generator (:attr:`physiofm.corpora.Corpus.generator`);
+:func:`generate` writes any of them by name.  The generators keep their own constants (device
+calibrations, file layouts) instead of importing the readers', so a test can catch a reader
+whose constant is wrong.
+"""
+
+from physiofm.synth.ecg import synth_challenge, synth_code15, synth_mimic_iv_ecg, synth_ptbxl, synth_wfdb
 from physiofm.synth.signals import CONDITIONS, LEADS, ecg_12lead
 
 __all__ = [
     "CONDITIONS",
-    "GENERATORS",
     "LEADS",
     "ecg_12lead",
     "generate",
@@ -19,16 +18,13 @@ __all__ = [
     "synth_code15",
     "synth_mimic_iv_ecg",
     "synth_ptbxl",
+    "synth_wfdb",
 ]
 
 
 def generate(name: str, out, *, records: int = 20, subjects: int = 3, seed: int = 0):
-    """Write dataset ``name`` (an ECG archive or an emotion dataset) under ``out``; return its root."""
-    from physiofm.synth import emotion
+    """Write dataset ``name`` (any registered corpus) under ``out``; return its root."""
+    from physiofm.corpora import get
 
-    if name in GENERATORS:
-        return GENERATORS[name](out, n_records=records, seed=seed)
-    if name in emotion.GENERATORS:
-        return emotion.GENERATORS[name](out, subjects=subjects, seed=seed)
-    known = ", ".join([*GENERATORS, *emotion.GENERATORS])
-    raise ValueError(f"unknown dataset {name!r}; choose one of {known}")
+    corpus = get(name)
+    return corpus.generate(out, records if corpus.size == "records" else subjects, seed=seed)

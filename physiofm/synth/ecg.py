@@ -429,10 +429,34 @@ def synth_code15(
     return root
 
 
-GENERATORS: dict[str, Callable[..., Path]] = {
-    "ptbxl": synth_ptbxl,
-    "challenge": synth_challenge,
-    "mimic-iv-ecg": synth_mimic_iv_ecg,
-    "code15": synth_code15,
-}
-"""Archive name -> writer; every writer takes ``(out, n_records=…, seed=…)`` and returns the root."""
+# --- any WFDB tree -----------------------------------------------------------------------------
+
+def synth_wfdb(out: str | Path, n_records: int = 20, seed: int = 0) -> Path:
+    """A plain WFDB tree in ``out``: no index files, records in sub-folders, two kinds of record.
+
+    Even records: MIT-BIH style, 2 signals (``MLII``, ``V5``) at 360 Hz in format 212, 30 s,
+    gain 200 adu/mV, baseline 1024 (written by ``wfdb.wrsamp``).  Odd records: 12 standard leads
+    at 500 Hz in format 16, 10 s, gain 1000 adu/mV, with ``#`` comment lines.
+    """
+    import wfdb
+
+    root = Path(out)
+    rng = np.random.default_rng(seed)
+    conditions = sample_conditions(n_records, rng)
+    for i in range(n_records):
+        folder = root / f"set{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if i % 2 == 0:
+            x = ecg_12lead(1, 360.0, 30.0, rng, conditions=[conditions[i]])[0]
+            two = np.stack([x[LEADS.index("II")], x[LEADS.index("V5")]]).T
+            digital = np.clip(np.rint(two * 200) + 1024, 0, 2047).astype(np.int64)
+            wfdb.wrsamp(f"r{i:03d}", fs=360, units=["mV", "mV"], sig_name=["MLII", "V5"], d_signal=digital,
+                        fmt=["212", "212"], adc_gain=[200.0, 200.0], baseline=[1024, 1024],
+                        write_dir=str(folder))
+        else:
+            x = ecg_12lead(1, 500.0, 10.0, rng, conditions=[conditions[i]])[0]
+            _write_wfdb16(folder / f"r{i:03d}", _quantise(x, 1000.0), f"r{i:03d} 12 500 5000", "1000/mV", LEADS,
+                          comments=[f"# conditions: {' '.join(sorted(conditions[i]))}"])
+    return root
+
+

@@ -33,7 +33,6 @@ import numpy as np
 from scipy.io import savemat
 from scipy.signal import lfilter
 
-from physiofm.pipeline.dreamer import EMOTIV_CHANNELS, SHIMMER_ECG_MV_PER_COUNT, SHIMMER_ECG_OFFSET
 
 BIOSEMI32_CHANNELS = (
     "Fp1", "AF3", "F3", "F7", "FC5", "FC1", "C3", "T7", "CP5", "CP1", "P3", "P7", "PO3", "O1", "Oz", "Pz",
@@ -66,6 +65,11 @@ SPLIT_SD = 0.7  # sd of w, the part of dominance each modality sees with opposit
 EVENT_SIGMA = 0.010  # s, width of the planted pulse
 EVENT_EEG_UV = 400.0
 EVENT_ECG_MV = 4.0
+# The devices' own constants, written here independently of the readers (a reader with a wrong
+# constant then disagrees with these files, and its tests fail).
+EMOTIV_CHANNELS = ("AF3", "F7", "F3", "FC5", "T7", "P7", "O1", "O2", "P8", "T8", "FC6", "F4", "F8", "AF4")
+SHIMMER_ECG_OFFSET = 2060  # Shimmer2 ECG: 12-bit ADC counts around mid-scale ...
+SHIMMER_ECG_MV_PER_COUNT = 3000 / 4095 / 175  # ... 3000 mV reference over 4095 counts, amplifier gain 175
 EMOTIV_LSB_UV = 1 / 1.95  # Emotiv EPOC 14-bit resolution (0.51 uV)
 EMOTIV_OFFSET_UV = 4200.0  # Emotiv raw values sit on a ~4 mV DC level
 
@@ -544,10 +548,3 @@ def synth_mahnob(out: str | Path, subjects: int = 3, seed: int = 0, *, trials: i
                 media_file = media[clip] if stim else f"neutral_{t}.avi"
                 _session_xml(folder / "session.xml", session, s, t, media_file, length, stim, ratings)
     return Path(out)
-
-
-GENERATORS: dict[str, Callable[..., Path]] = {
-    "dreamer": synth_dreamer,
-    "amigos": synth_amigos,
-    "mahnob": synth_mahnob,
-}

@@ -27,12 +27,13 @@ import polars as pl
 import torch
 
 from physiofm.io import join, url_to_fs
+from physiofm.store.layout import Layout
 from physiofm.models import CBraMod, FusionClassifier, load_pretrained
 from physiofm.train import distributed
 from physiofm.train.loop import TrainOptions, autocast, cosine_with_warmup, seed_step
 from physiofm.train.metrics import binary_metrics, summarize
 from physiofm.train.protocols import make_folds
-from physiofm.train.stream import StreamingDataset
+from physiofm.train.data.stream import StreamingDataset
 
 
 @dataclass
@@ -151,9 +152,7 @@ def run_fold(config: FinetuneConfig, fold_index: int, train_rows: np.ndarray, te
 
 
 def _manifest(config: FinetuneConfig) -> pl.DataFrame:
-    fs, root = url_to_fs(config.store, config.storage_options)
-    with fs.open(join(root, "manifest.parquet"), "rb") as handle:
-        manifest = pl.read_parquet(handle)
+    manifest = Layout(config.store, config.storage_options).read_table("manifest")
     if "segment" in manifest.columns and config.segment:
         manifest = manifest.with_row_index("row").filter(pl.col("segment") == config.segment)
     else:

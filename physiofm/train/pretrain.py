@@ -33,7 +33,7 @@ from physiofm.train import distributed
 from physiofm.train.loop import (
     JsonLog, TrainOptions, autocast, cosine_with_warmup, load_checkpoint, plot_curve, save_checkpoint, seed_step,
 )
-from physiofm.train.stream import StreamingDataset
+from physiofm.train.data.stream import StreamingDataset
 
 
 @dataclass

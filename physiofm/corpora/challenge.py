@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from physiofm.io import join, url_to_fs
-from physiofm.pipeline import wfdb_dir
-from physiofm.pipeline.records import Item, Record, Reject
+from physiofm.corpora import wfdb_tree as wfdb_dir
+from physiofm.corpora.base import Item, Record, Reject
 
 NAME = "challenge"
 

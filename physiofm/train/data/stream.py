@@ -1,7 +1,7 @@
 """Datasets over a physiofm store: exact streaming epochs from the shards, random access to the Zarr arrays.
 
 :class:`StreamingDataset` streams the WebDataset shards (local or ``s3://``, opened with
-webdataset's ``gopen``; see :mod:`physiofm.train.s3`) and yields ready batches:
+webdataset's ``gopen``; see :mod:`physiofm.train.data.s3`) and yields ready batches:
 
 =============  ===============================  =========================================================
 key            type                             meaning
@@ -61,16 +61,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 from webdataset.gopen import gopen
 
-from physiofm.io import StorageOptions, full_url, join, url_to_fs
-from physiofm.pipeline.shards import ShardError as StreamError
-from physiofm.pipeline.shards import iter_members, npy_layout
-from physiofm.pipeline.writers import open_zarr_group
-from physiofm.train.s3 import BLOCK_SIZE, RETRIES, register_opener
+from physiofm.io import StorageOptions
+from physiofm.units import microvolts
+from physiofm.store.layout import BUILD_INFO, Layout
+from physiofm.store.npy import header_length, npy_layout
+from physiofm.store.tar import ShardError as StreamError
+from physiofm.store.tar import iter_members
+from physiofm.train.data.s3 import BLOCK_SIZE, RETRIES, register_opener
 
 Filters = Mapping[str, Any] | pl.Expr | None
 Visit = tuple[int, int, int]  # (shard index, first selection index, end selection index)
 
-_MICROVOLTS = {"V": 1e6, "mV": 1e3, "uV": 1.0, "µV": 1.0, "nV": 1e-3}
 MODEL_UNIT_UV = {"ecg": 1e3, "eeg": 100.0}
 """The unit of model inputs per modality, in µV: ECG in mV, EEG in units of 100 µV."""
 
@@ -123,15 +124,12 @@ class StoreIndex:
              filters: Filters = None, rows: Sequence[int] | np.ndarray | None = None,
              storage_options: StorageOptions | None = None) -> StoreIndex:
         """Read ``build.json``, ``shards.parquet`` and ``manifest.parquet`` and apply the selection."""
-        fs, root = url_to_fs(store, storage_options)
-        build_path = join(root, "build.json")
-        if not fs.exists(build_path):
-            raise FileNotFoundError(f"{store} is not a complete physiofm store (no build.json)")
-        info = json.loads(fs.cat_file(build_path))
-        with fs.open(join(root, "shards.parquet"), "rb") as handle:
-            shards = pl.read_parquet(handle)
-        with fs.open(join(root, "manifest.parquet"), "rb") as handle:
-            manifest = pl.read_parquet(handle).with_row_index("_row")
+        layout = Layout(store, storage_options or {})
+        info = layout.read_info()
+        if info is None:
+            raise FileNotFoundError(f"{store} is not a complete physiofm store (no {BUILD_INFO})")
+        shards = layout.read_table("shards")
+        manifest = layout.read_table("manifest").with_row_index("_row")
         available = tuple(info["modalities"])
         chosen = tuple(modalities or available)
         if missing := [m for m in chosen if m not in available]:
@@ -150,9 +148,11 @@ class StoreIndex:
         scales = {}
         for modality in chosen:
             units = manifest[f"{modality}_unit"]
-            if unknown := sorted(set(units.unique().to_list()) - set(_MICROVOLTS)):
-                raise ValueError(f"{store}: unknown {modality} unit(s) {unknown}")
-            scales[modality] = (units.replace_strict(_MICROVOLTS, return_dtype=pl.Float64).to_numpy()
+            try:
+                table = {unit: microvolts(unit) for unit in units.unique().to_list()}
+            except ValueError as error:
+                raise ValueError(f"{store}: {modality}: {error}") from None
+            scales[modality] = (units.replace_strict(table, return_dtype=pl.Float64).to_numpy()
                                 / MODEL_UNIT_UV[modality]).astype(np.float32)
         for name in labels:
             dtype = manifest.schema.get(name)
@@ -165,7 +165,7 @@ class StoreIndex:
             width = info["sample_shapes"]["ecg"][0]
             lead_mask = manifest["ecg_lead_mask"].list.to_array(width).to_numpy().astype(bool)
         return cls(
-            url=store, wds_url=full_url(fs, join(root, "wds")), storage_options=dict(storage_options or {}),
+            url=store, wds_url=layout.wds_url, storage_options=dict(storage_options or {}),
             modalities=chosen,
             sample_shapes={m: tuple(info["sample_shapes"][m]) for m in chosen},
             shard_names=names, shard_bytes=shards["bytes"].to_numpy(),
@@ -205,8 +205,7 @@ def _read_npy(stream, size: int, out: np.ndarray, where: str) -> None:
     """Read a ``.npy`` member of ``size`` bytes into the float32 array ``out`` (straight into it when the
     member is float32 too); only float arrays of ``out``'s shape are accepted, never pickles."""
     head = stream.read(12)
-    width = 2 if head[6:7] == b"\x01" else 4
-    end = 8 + width + int.from_bytes(head[8:8 + width], "little")
+    end = header_length(head)
     layout = npy_layout(head + stream.read(end - 12)) if head[:6] == b"\x93NUMPY" and end > 12 else None
     if layout is None:
         raise StreamError(f"{where}: not a version 1 or 2 .npy member")
@@ -306,7 +305,7 @@ class StreamingDataset(IterableDataset):
     ``rank``/``world_size``: default from ``torch.distributed`` when initialised, else 0/1.
     ``retries``/``block_size``: remote shards are read in ranged requests of ``block_size`` bytes,
     each retried from the first byte not yet delivered at most ``retries`` times
-    (:class:`physiofm.train.s3.ShardReadError` then names the shard).  ``meta``: add ``batch["meta"]``.
+    (:class:`physiofm.train.data.s3.ShardReadError` then names the shard).  ``meta``: add ``batch["meta"]``.
     The order of an epoch depends on ``seed``, ``epoch``, ``world_size``, ``num_workers``,
     ``batch_size`` and ``shuffle_buffer``; resuming needs the same values.
     """
@@ -517,8 +516,7 @@ class ZarrDataset(Dataset):
 
     def _open(self) -> dict[str, Any]:
         if self._arrays is None or self._pid != os.getpid():
-            fs, root = url_to_fs(self.index.url, self.index.storage_options)
-            group = open_zarr_group(fs, join(root, "zarr"), mode="r", storage_options=self.index.storage_options)
+            group = Layout(self.index.url, self.index.storage_options).open_zarr("r")
             self._arrays, self._pid = {m: group[m] for m in self.index.modalities}, os.getpid()
         return self._arrays
 

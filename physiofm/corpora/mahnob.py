@@ -30,7 +30,7 @@ import numpy as np
 from fsspec import AbstractFileSystem
 
 from physiofm.io import is_local, join, url_to_fs
-from physiofm.pipeline.records import Item, Record, Reject, Signal
+from physiofm.corpora.base import Item, Record, Reject, Signal
 
 NAME = "mahnob"
 ECG_CHANNELS = ("EXG1", "EXG2", "EXG3")

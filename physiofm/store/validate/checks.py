@@ -23,28 +23,25 @@ one listing of ``wds/``, so the default cost does not grow with the data.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import tarfile
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
-from rich.console import Console
-from rich.table import Table
 
-from physiofm.io import join, url_to_fs
-from physiofm.pipeline import schema
-from physiofm.pipeline.build import STATE
-from physiofm.pipeline.recipe import recipe_hash
-from physiofm.pipeline.writers import open_zarr_group
+from physiofm.preprocess.recipe import recipe_hash
+from physiofm.store import layout as L
+from physiofm.store import schema
+from physiofm.store.hashing import HashingStream
+from physiofm.store.layout import Layout
+from physiofm.store.npy import NpyError, decode
+from physiofm.store.tar import ShardError, iter_samples
+from physiofm.store.validate.report import Problem, Report
 
-TABLES = ("manifest", "shards", "rejects")
 SPLIT_COLUMNS = ("split", "fold")  # subject-wise unless build.json's "splits" says otherwise
 SHOWN = 5  # keys, shards or subjects named in one message
 READERS = 4  # shards read at once
@@ -64,48 +61,19 @@ SAMPLE_FINDINGS = {
 }
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One departure: which check found it, a stable code, and a message naming what is wrong."""
-
-    check: str
-    code: str
-    message: str
-
-
-@dataclass
-class Report:
-    """What validate found (``problems``) and the figures of the summary (``sections``)."""
-
-    store: str
-    deep: bool
-    problems: list[Problem] = field(default_factory=list)
-    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def add(self, check: str, code: str, message: str) -> None:
-        self.problems.append(Problem(check, code, message))
-
-    def to_json(self) -> str:
-        """The machine-readable report (``--json``)."""
-        body = {"store": self.store, "deep": self.deep, "ok": self.ok,
-                "problems": [asdict(p) for p in self.problems], "sections": self.sections}
-        return json.dumps(body, indent=2, default=str)
-
-
 @dataclass
 class _Store:
     """What the checks share: the opened store and the tables that could be read."""
 
-    fs: Any
-    root: str
+    store: Layout
     info: dict[str, Any]
     modalities: tuple[str, ...]
     tables: dict[str, pl.DataFrame | None]
     arrays: dict[str, Any]  # modality -> Zarr array
+
+    @property
+    def fs(self):
+        return self.store.fs
 
     @property
     def manifest(self) -> pl.DataFrame | None:
@@ -136,7 +104,8 @@ def validate(store: str, *, deep: bool = False, sample: int = 64, seed: int = 0,
     ``sample``: the default check reads whole shards, drawn in an order fixed by ``seed``, until
     they hold at least ``sample`` samples; ``deep`` reads every shard.
     """
-    fs, root = url_to_fs(store, storage_options)
+    layout = Layout(store, storage_options or {})
+    fs, root = layout.fs, layout.root
     fs.invalidate_cache()  # see the storage as it is now, not as an earlier listing left it
     report = Report(store=store, deep=deep)
     report.sections = {"store": {}, "counts": {},
@@ -144,7 +113,7 @@ def validate(store: str, *, deep: bool = False, sample: int = 64, seed: int = 0,
     if not fs.isdir(root):
         report.add("schema", "store-missing", f"no store at {store}")
         return report
-    ctx = _open(report, fs, root, storage_options)
+    ctx = _open(report, layout)
     steps = (("integrity", _check_counts), ("integrity", _check_rows), ("content", _check_labels),
              ("leakage", _check_splits), ("leakage", _class_balance))
     for check, step in steps:
@@ -172,16 +141,16 @@ def _named(items: Sequence[str], total: int | None = None) -> str:
 
 # ---- schema: build.json, tables, Zarr metadata --------------------------------------------------
 
-def _open(report: Report, fs, root: str, storage_options: dict | None) -> _Store:
-    info = _read_build_info(report, fs, root)
+def _open(report: Report, store: Layout) -> _Store:
+    info = _read_build_info(report, store)
     group = None
     try:
-        group = open_zarr_group(fs, join(root, "zarr"), mode="r", storage_options=storage_options)
+        group = store.open_zarr("r")
     except FileNotFoundError:
-        report.add("schema", "zarr-missing", "zarr/ is missing or is not a Zarr group")
+        report.add("schema", "zarr-missing", f"{L.ZARR}/ is missing or is not a Zarr group")
     modalities = tuple(info.get("modalities") or (sorted(group.array_keys()) if group is not None else ()))
-    tables = {name: _read_table(report, fs, root, name, modalities) for name in TABLES}
-    ctx = _Store(fs, root, info, modalities, tables, {})
+    tables = {name: _read_table(report, store, name, modalities) for name in L.TABLES}
+    ctx = _Store(store, info, modalities, tables, {})
     if group is not None:
         for modality in modalities:
             if modality in group.array_keys():
@@ -195,15 +164,14 @@ def _open(report: Report, fs, root: str, storage_options: dict | None) -> _Store
     return ctx
 
 
-def _read_build_info(report: Report, fs, root: str) -> dict[str, Any]:
-    path = join(root, "build.json")
-    if not fs.exists(path):
-        state = (f"; {STATE}/ holds an interrupted build: run the build again to resume it"
-                 if fs.exists(join(root, STATE)) else "")
-        report.add("schema", "store-incomplete", f"build.json is missing: the store is incomplete{state}")
+def _read_build_info(report: Report, store: Layout) -> dict[str, Any]:
+    if not store.fs.exists(store.build_info):
+        state = (f"; {L.STATE}/ holds an interrupted build: run the build again to resume it"
+                 if store.fs.exists(store.state()) else "")
+        report.add("schema", "store-incomplete", f"{L.BUILD_INFO} is missing: the store is incomplete{state}")
         return {}
     try:
-        info = json.loads(fs.cat_file(path))
+        info = json.loads(store.fs.cat_file(store.build_info))
     except ValueError as error:
         report.add("schema", "build-json-unreadable", f"build.json is not JSON: {error}")
         return {}
@@ -221,14 +189,12 @@ def _read_build_info(report: Report, fs, root: str) -> dict[str, Any]:
     return info
 
 
-def _read_table(report: Report, fs, root: str, table: str, modalities: tuple[str, ...]) -> pl.DataFrame | None:
-    path = join(root, f"{table}.parquet")
-    if not fs.exists(path):
-        report.add("schema", "table-missing", f"{table}.parquet is missing")
+def _read_table(report: Report, store: Layout, table: str, modalities: tuple[str, ...]) -> pl.DataFrame | None:
+    if not store.fs.exists(store.table(table)):
+        report.add("schema", "table-missing", f"{L.TABLES[table]} is missing")
         return None
     try:
-        with fs.open(path, "rb") as handle:
-            df = pl.read_parquet(handle)
+        df = store.read_table(table)
     except (pl.exceptions.PolarsError, OSError, ValueError) as error:
         report.add("schema", "table-unreadable", f"{table}.parquet cannot be read: {error}")
         return None
@@ -333,7 +299,7 @@ def _check_rows(report: Report, ctx: _Store) -> None:
 def _check_listing(report: Report, ctx: _Store) -> set[str]:
     """Sizes of all shards from one listing of ``wds/``; returns the names present."""
     try:
-        entries = ctx.fs.ls(join(ctx.root, "wds"), detail=True)
+        entries = ctx.fs.ls(ctx.store.path(L.WDS), detail=True)
     except FileNotFoundError:
         entries = []
     found = {entry["name"].rstrip("/").rsplit("/", 1)[-1]: entry for entry in entries}
@@ -353,41 +319,6 @@ def _check_listing(report: Report, ctx: _Store) -> set[str]:
 
 
 # ---- integrity and content: shards read ---------------------------------------------------------
-
-class _HashingReader(io.RawIOBase):
-    """A read-only stream that hashes (sha256) and counts what passes through it."""
-
-    def __init__(self, handle) -> None:
-        self.handle = handle
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self.handle.read(len(buffer))
-        buffer[:len(data)] = data
-        self.sha.update(data)
-        self.size += len(data)
-        return len(data)
-
-
-def _tar_samples(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """``(key, {extension: bytes})`` per sample of a streamed tar (members grouped by key)."""
-    key, members = None, {}
-    for member in tar:
-        if not member.isfile():
-            continue
-        name, _, extension = member.name.partition(".")
-        if members and name != key:
-            yield key, members
-            members = {}
-        key = name
-        members[extension] = tar.extractfile(member).read()
-    if members:
-        yield key, members
-
 
 def _draw(index: pl.DataFrame, sample: int, seed: int) -> pl.DataFrame:
     """Shards in a seeded order until they hold ``sample`` samples (index order kept)."""
@@ -435,22 +366,21 @@ def _check_shard(report: Report, ctx: _Store, index_row: dict, rows: list[dict])
             key = rows[pos]["key"] if pos < len(rows) else f"position {pos}"
             found["non-finite"].append(f"{key} ({modality}, zarr row {start + pos})")
     count = 0
-    with ctx.fs.open(join(ctx.root, "wds", name), "rb") as handle:
-        reader = _HashingReader(handle)
+    path = ctx.store.shard(name)
+    with ctx.fs.open(path, "rb") as handle:
+        reader = HashingStream(handle)
         try:
-            with tarfile.open(fileobj=reader, mode="r|") as tar:
-                for pos, (key, members) in enumerate(_tar_samples(tar)):
-                    count += 1
-                    _check_sample(ctx, found, pos, key, members, rows[pos] if pos < len(rows) else None, zarr_data)
-        except (tarfile.TarError, OSError, EOFError, ValueError) as error:
+            for pos, (key, members) in enumerate(iter_samples(reader, path)):
+                count += 1
+                _check_sample(ctx, found, pos, key, members, rows[pos] if pos < len(rows) else None, zarr_data)
+        except (ShardError, OSError, ValueError) as error:
             report.add("integrity", "shard-unreadable", f"{name} cannot be read past sample {count}: {error}")
-        while reader.read(1 << 22):  # hash to the end, past the tar's end-of-archive blocks
-            pass
+        reader.drain()  # hash to the end, past the tar's end-of-archive blocks
     if count != index_row["samples"]:
         report.add("integrity", "shard-count-mismatch",
                    f"{name}: {count} samples in the tar, {index_row['samples']} in shards.parquet")
-    if reader.sha.hexdigest() != index_row["sha256"]:
-        report.add("integrity", "shard-sha256-mismatch", f"{name}: sha256 {reader.sha.hexdigest()[:16]}… "
+    if reader.hexdigest() != index_row["sha256"]:
+        report.add("integrity", "shard-sha256-mismatch", f"{name}: sha256 {reader.hexdigest()[:16]}… "
                    f"differs from shards.parquet's {str(index_row['sha256'])[:16]}…")
     for code, (check, what) in SAMPLE_FINDINGS.items():
         if found[code]:
@@ -466,7 +396,11 @@ def _check_sample(ctx: _Store, found: dict[str, list[str]], pos: int, key: str, 
         if payload is None:
             found["sample-member-missing"].append(f"{key}.{modality}.npy")
             continue
-        array = np.load(io.BytesIO(payload), allow_pickle=False)
+        try:
+            array = decode(payload, f"{key}.{modality}.npy")
+        except NpyError:
+            found["sample-shape-mismatch"].append(f"{key} ({modality}: not a numeric .npy array)")
+            continue
         want = ctx.sample_shape(modality)
         if want and (array.shape, str(array.dtype)) != want:
             found["sample-shape-mismatch"].append(f"{key} ({modality} {array.dtype} {array.shape})")
@@ -587,47 +521,3 @@ def _class_balance(report: Report, ctx: _Store) -> None:
             counts["null"] = series.null_count()
         balance[column] = counts
     report.sections["balance"] = balance
-
-
-# ---- summary ---------------------------------------------------------------------------------
-
-def print_report(report: Report, console: Console) -> None:
-    """The readable summary: store and counts, what was checked, splits, balance, every problem."""
-    mode = "deep" if report.deep else "default"
-    overview = Table(title=f"validate {report.store} ({mode})", show_header=False)
-    for section in ("store", "counts", "checked"):
-        for label, value in report.sections.get(section, {}).items():
-            if value is not None:
-                overview.add_row(label, str(value))
-    console.print(overview)
-    splits = report.sections.get("splits") or {}
-    if splits:
-        table = Table(title="subjects per split")
-        for header in ("column", "value", "samples", "subjects"):
-            table.add_column(header)
-        for column, section in splits.items():
-            for value, figures in section["values"].items():
-                table.add_row(column, value, str(figures["samples"]), str(figures["subjects"]))
-            table.add_row(column, "leaked subjects", "", str(section.get("leaked subjects", "-")))
-        console.print(table)
-    balance = report.sections.get("balance") or {}
-    if balance:
-        table = Table(title="class balance")
-        table.add_column("label")
-        table.add_column("samples per value", overflow="fold")
-        for column, counts in balance.items():
-            shown = [f"{value} {n}" for value, n in list(counts.items())[:8]]
-            table.add_row(column, ", ".join(shown) + (f", … {len(counts) - 8} more" if len(counts) > 8 else ""))
-        console.print(table)
-    if report.problems:
-        count = f"{len(report.problems)} problem{'s' if len(report.problems) > 1 else ''}"
-        table = Table(title=count, title_style="bold red")
-        for header in ("check", "code"):
-            table.add_column(header, no_wrap=True)
-        table.add_column("message", overflow="fold")
-        for problem in report.problems:
-            table.add_row(problem.check, problem.code, problem.message)
-        console.print(table)
-        console.print(f"[bold red]{report.store}: {count}[/bold red]")
-    else:
-        console.print(f"[bold green]{report.store}: clean[/bold green] ({mode} check)")

@@ -12,10 +12,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from physiofm.pipeline import transforms as T
-from physiofm.pipeline.leads import STANDARD_LEADS, lead_mapping
-from physiofm.pipeline.quality import drop_reason, window_flags
-from physiofm.pipeline.records import Record, Reject
+from physiofm.preprocess import transforms as T
+from physiofm.units import unit_scale
+from physiofm.preprocess.leads import STANDARD_LEADS, lead_mapping
+from physiofm.preprocess.quality import drop_reason, window_flags
+from physiofm.corpora.base import Record, Reject
 
 MODALITIES = ("ecg",)
 _IDENTITY = np.arange(len(STANDARD_LEADS))
@@ -54,7 +55,7 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
             rejects.append(Reject(record.dataset, record.source, "transform",
                                   f"no standard ECG lead among channels {signal.channels}", record.record_id))
             continue
-        scale = T.unit_scale(signal.unit)
+        scale = unit_scale(signal.unit)
         present = np.zeros(len(STANDARD_LEADS), dtype=bool)
         present[dst] = True
         if len(dst) == len(STANDARD_LEADS) and (src == _IDENTITY).all() and (dst == _IDENTITY).all():

@@ -13,18 +13,6 @@ from functools import lru_cache
 import numpy as np
 from scipy import signal
 
-UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3, "nv": 1e-6}
-UNIT_TO_UV = {key: value * 1e3 for key, value in UNIT_TO_MV.items()}
-
-
-def unit_scale(unit: str, target: str = "mV") -> float:
-    """Factor that converts values in ``unit`` to ``target`` ("mV" or "uV")."""
-    table = UNIT_TO_MV if target.lower() == "mv" else UNIT_TO_UV
-    try:
-        return table[unit.strip().lower()]
-    except KeyError:
-        raise ValueError(f"unknown physical unit {unit!r}") from None
-
 
 @lru_cache(maxsize=64)
 def _ratio(fs_in: float, fs_out: float) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from physiofm.io import is_local, join
-from physiofm.pipeline.transforms import unit_scale
+from physiofm.units import unit_scale
 
 _FMT = re.compile(r"^(\d+)(?:x(\d+))?(?::(\d+))?(?:\+(\d+))?$")
 _GAIN = re.compile(r"^([-+\d.eE]+)(?:\(([-+\d]+)\))?(?:/(\S+))?$")

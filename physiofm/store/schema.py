@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import polars as pl
 
-from physiofm.pipeline.recipe import manifests_dir
+from physiofm.preprocess.recipe import manifests_dir
 
 SCHEMA_VERSION = 1
 

@@ -1,4 +1,4 @@
-"""What readers yield: records of one or more signals, or rejects.
+"""What readers yield (records of one or more signals, or rejects) and what a reader is.
 
 A reader turns files into :class:`Record` objects; everything downstream (lead mapping,
 resampling, filtering, windowing, writing) works on these and never on files.  A record
@@ -8,8 +8,9 @@ build writes it to ``rejects.parquet`` and goes on.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -73,3 +74,35 @@ class Item:
     path: str  # relative to the source root
     est_windows: int = 1
     extra: tuple = ()
+
+
+@runtime_checkable
+class Reader(Protocol):
+    """What every corpus module provides (checked for each registered corpus by the conformance test).
+
+    * ``detect(root)``: whether ``root`` (a path or fsspec URL) has this corpus's layout; cheap.
+    * ``list_items(root)``: every record of the tree as an :class:`Item`, sorted by ``(path, id)``
+      order of the corpus, ids unique; cheap (no signal is read) and picklable, so the build can
+      plan before any work and hand items to other processes.
+    * ``read(root, items)``: a :class:`Record` or a :class:`Reject` for every item, in order; never
+      raises for a bad record (a reject says why).  Reading a subset of items yields exactly the
+      records a full read yields for them.
+    """
+
+    NAME: str
+
+    def detect(self, root: str) -> bool: ...
+
+    def list_items(self, root: str) -> list[Item]: ...
+
+    def read(self, root: str, items: list[Item]) -> Iterator[Record | Reject]: ...
+
+
+def all_nan_reason(signals: dict[str, Signal]) -> str | None:
+    """The reject reason when a modality holds no finite sample (or no sample), else None."""
+    for name, signal in signals.items():
+        if signal.data.size == 0:
+            return f"no samples in {name}"
+        if not np.isfinite(signal.data).any():
+            return f"all samples are NaN in {name}"
+    return None

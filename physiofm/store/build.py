@@ -16,15 +16,13 @@ How a build stays correct when it is killed, resumed, or run with any number of 
 * The parent (the client) writes only small things: the plan, the Parquet tables, and
   ``build.json`` last.  ``build.json`` marks a complete store; ``_build/`` is removed after it.
 * Units and Zarr tasks run on any :class:`concurrent.futures.Executor`: a local process pool
-  by default, or a Dask cluster (:mod:`physiofm.pipeline.executors`).  A task that dies with
+  by default, or a Dask cluster (:mod:`physiofm.store.executors`).  A task that dies with
   its worker is run again from scratch: its outputs are replaced whole, so nothing is lost or
   duplicated, and the store is byte-identical whatever ran it.
 """
 
 from __future__ import annotations
 
-import importlib
-from importlib import metadata
 import json
 import multiprocessing
 import os
@@ -34,24 +32,25 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from itertools import islice
 
 import numpy as np
 import polars as pl
 
 import physiofm
-from physiofm.io import atomic_write, join, url_to_fs, write_bytes
-from physiofm.pipeline import corpora, schema
-from physiofm.pipeline.recipe import load_recipe, merge, recipe_hash
-from physiofm.pipeline.shards import read_named_arrays
-from physiofm.pipeline.records import Item, Record, Reject
-from physiofm.pipeline.writers import (
-    TarShardWriter, create_zarr_array, json_bytes, npy_bytes, open_zarr_group,
-)
+from physiofm import corpora, preprocess
+from physiofm.corpora.base import Item, Record, Reject
+from physiofm.io import join, json_bytes, url_to_fs, write_bytes
+from physiofm.preprocess.recipe import load_recipe, merge, recipe_hash
+from physiofm.store import layout as L
+from physiofm.store import schema
+from physiofm.store.layout import Layout
+from physiofm.store.npy import npy_bytes
+from physiofm.store.tar import TarShardWriter, read_named_arrays
+from physiofm.store.zarr_arrays import create_zarr_array
 
-PREPARERS = {"ecg": "physiofm.pipeline.ecg", "emotion": "physiofm.pipeline.emotion"}
 BATCH_RECORDS = 64  # records transformed together: bounds a worker's memory, whatever the shard size
-STATE = "_build"
 
 
 class BuildError(RuntimeError):
@@ -107,17 +106,13 @@ def _batches(iterator: Iterator, size: int | None) -> Iterator[list]:
         yield batch
 
 
-def shard_name(index: int) -> str:
-    return f"shard-{index:06d}.tar"
-
-
 def run_unit(task: UnitTask) -> dict:
     """Process one unit: write its shard and its marker; return the marker's content."""
-    reader = corpora.get(task.corpus)
-    preparer = importlib.import_module(PREPARERS[corpora.kind_of(task.corpus)])
-    fs, out = url_to_fs(task.out, task.storage_options)
-    name = shard_name(task.index)
-    writer = TarShardWriter(fs, join(out, "wds", name))
+    corpus = corpora.get(task.corpus)
+    reader, preparer = corpus.reader, preprocess.preparer(corpus.kind)
+    store = Layout(task.out, task.storage_options)
+    name = L.shard_name(task.index)
+    writer = TarShardWriter(store.fs, store.shard(name))
     rows: list[dict] = []
     rejects: list[Reject] = []
     read = 0
@@ -143,21 +138,21 @@ def run_unit(task: UnitTask) -> dict:
     marker = {"index": task.index, "shard": asdict(info) if info else None, "records_read": read,
               "items": len(task.items), "sample_shapes": shapes, "rows": rows, "rejects": [asdict(r) for r in rejects]}
     payload = json_bytes(marker)
-    _write_marker(fs, out, f"unit-{task.index:06d}.json", payload)
+    _write_marker(store, L.unit_marker(task.index), payload)
     return json.loads(payload)  # exactly what a resumed build reads back
 
 
-def _write_marker(fs, out: str, name: str, payload: bytes) -> None:
+def _write_marker(store: Layout, name: str, payload: bytes) -> None:
     """Write a task's marker, unless the store is already complete (a task orphaned by a dead
     client can outlive the build that replaced it: its outputs are identical, its marker is not wanted)."""
-    if not fs.exists(join(out, "build.json")):
-        write_bytes(fs, join(out, STATE, name), payload)
+    if not store.fs.exists(store.build_info):
+        write_bytes(store.fs, store.state(name), payload)
 
 
 def write_zarr(task: ZarrTask) -> dict:
     """Process one Zarr task: write its rows, whole Zarr shards at a time, then its marker."""
-    fs, out = url_to_fs(task.out, task.storage_options)
-    group = open_zarr_group(fs, join(out, "zarr"), mode="r+", storage_options=task.storage_options)
+    store = Layout(task.out, task.storage_options)
+    group = store.open_zarr("r+")
     arrays = {modality: group[modality] for modality in task.modalities}
     extensions = tuple(f"{modality}.npy" for modality in task.modalities)
     cached: tuple[str, dict] | None = None  # a tar shard straddling two Zarr shards is read once
@@ -169,8 +164,8 @@ def write_zarr(task: ZarrTask) -> dict:
             if low >= high:
                 continue
             if cached is None or cached[0] != name:
-                path = join(out, "wds", name)
-                with fs.open(path, "rb") as handle:
+                path = store.shard(name)
+                with store.fs.open(path, "rb") as handle:
                     cached = name, read_named_arrays(handle, path, extensions)
             for modality, extension in zip(task.modalities, extensions):
                 held = cached[1][extension]
@@ -180,7 +175,7 @@ def write_zarr(task: ZarrTask) -> dict:
         for modality, array in arrays.items():
             array[start:stop] = np.stack(samples[modality])
     marker = {"index": task.index, "start": task.start, "stop": task.stop}
-    _write_marker(fs, out, f"zarr-{task.index:06d}.json", json_bytes(marker))
+    _write_marker(store, L.zarr_marker(task.index), json_bytes(marker))
     return marker
 
 
@@ -199,14 +194,20 @@ def _fingerprint(corpus: str, source: str, recipe: dict) -> dict:
             "schema_version": schema.SCHEMA_VERSION}
 
 
-def _remove_unpublished(fs, root: str) -> None:
+def _remove_unpublished(store: Layout) -> None:
     """Remove shards a killed worker left under their temporary names (never published)."""
-    for leftover in fs.glob(join(root, "wds", ".*.tmp-*")):
-        fs.rm(leftover)
+    for leftover in store.fs.glob(store.path(L.WDS, L.UNPUBLISHED)):
+        store.fs.rm(leftover)
 
 
-def _read_json(fs, path: str) -> dict | None:
-    return json.loads(fs.cat_file(path)) if fs.exists(path) else None
+def _shard_rows(ordered: list[dict]) -> list[dict]:
+    """One ``shards.parquet`` row per written shard, in store order, with its ``first_row``."""
+    rows, first = [], 0
+    for marker in ordered:
+        if marker["shard"]:
+            rows.append({**marker["shard"], "first_row": first})
+            first += marker["shard"]["samples"]
+    return rows
 
 
 def _default_executor(jobs: int) -> Executor | None:
@@ -225,6 +226,14 @@ def _run(function: Callable[[object], dict], tasks: list, executor: Executor | N
     futures = [executor.submit(function, task) for task in tasks]
     for future in as_completed(futures):
         yield future.result()
+
+
+def _source_exists(source: str) -> bool:
+    try:
+        fs, path = url_to_fs(source)
+        return fs.exists(path)
+    except (OSError, ValueError):
+        return False
 
 
 def build(
@@ -251,9 +260,9 @@ def build(
     it is; an interrupted one is resumed.
     """
     started = time.perf_counter()
-    candidates = corpora.ECG_FORMATS if kind == "ecg" else corpora.EMOTION_DATASETS
-    corpus = corpora.detect(source, candidates) if fmt == "auto" else fmt
-    reader = corpora.get(corpus)
+    if not _source_exists(source):
+        raise BuildError(f"source {source} does not exist")
+    corpus = corpora.detect(source, kind) if fmt == "auto" else corpora.get(fmt)
     overrides = dict(recipe_overrides or {})
     output = dict(overrides.get("output", {}))
     if shard_size:
@@ -262,39 +271,37 @@ def build(
         output["dtype"] = dtype
     if output:
         overrides["output"] = output
-    resolved = merge(recipe, overrides) if isinstance(recipe, dict) else load_recipe(recipe or corpus, overrides)
-    fingerprint = _fingerprint(corpus, source, resolved)
+    resolved = merge(recipe, overrides) if isinstance(recipe, dict) else load_recipe(recipe or corpus.recipe, overrides)
+    fingerprint = _fingerprint(corpus.name, source, resolved)
 
-    fs, root = url_to_fs(out, storage_options)
-    done_build = _read_json(fs, join(root, "build.json"))
+    store = Layout(out, storage_options or {})
+    done_build = store.read_info()
     if done_build is not None:
         if all(done_build.get(k) == v for k, v in fingerprint.items()):
             return {**done_build["counts"], "status": "up-to-date", "seconds": time.perf_counter() - started,
-                    "out": out, "dataset": corpus}
+                    "out": out, "dataset": corpus.name}
         raise BuildError(f"{out} already holds a different build (dataset {done_build.get('dataset')}, "
                          f"recipe {done_build.get('recipe_hash', '')[:12]}); choose another output")
-    plan_path = join(root, STATE, "plan.json")
-    plan = _read_json(fs, plan_path)
+    plan = store.read_json(store.state(L.PLAN))
     if plan is not None and plan["fingerprint"] != fingerprint:
         raise BuildError(f"{out} holds an unfinished build of another source or recipe; "
                          f"remove it or choose another output")
 
-    items = reader.list_items(source)
+    items = corpus.reader.list_items(source)
     if not items:
-        raise BuildError(f"nothing readable in {source}: no {corpus} records found")
+        raise BuildError(f"nothing readable in {source}: no {corpus.name} records found")
     units = plan_units(items, int(resolved["output"]["shard_size"]))
     if plan is None:
-        write_bytes(fs, plan_path, json_bytes({"fingerprint": fingerprint, "units": len(units)}))
-    _remove_unpublished(fs, root)
+        write_bytes(store.fs, store.state(L.PLAN), json_bytes({"fingerprint": fingerprint, "units": len(units)}))
+    _remove_unpublished(store)
     markers: dict[int, dict] = {}
-    for path in fs.glob(join(root, STATE, "unit-*.json")):
-        marker = json.loads(fs.cat_file(path))
+    for path in store.fs.glob(store.state(L.UNIT_MARKERS)):
+        marker = json.loads(store.fs.cat_file(path))
         markers[marker["index"]] = marker
-    tasks = [UnitTask(i, corpus, source, out, resolved, unit, dict(storage_options or {}))
+    tasks = [UnitTask(i, corpus.name, source, out, resolved, unit, dict(storage_options or {}))
              for i, unit in enumerate(units) if i not in markers]
 
-    preparer = importlib.import_module(PREPARERS[corpora.kind_of(corpus)])
-    modalities = tuple(preparer.MODALITIES)
+    modalities = tuple(preprocess.preparer(corpus.kind).MODALITIES)
     total_units = len(units)
     own_executor = executor is None
     executor = executor or _default_executor(jobs or os.cpu_count() or 1)
@@ -306,9 +313,9 @@ def build(
             if progress:
                 progress("units", len(markers), total_units)
         ordered = [markers[i] for i in range(total_units)]
-        zarr_tasks, shapes = _plan_zarr(fs, root, out, ordered, modalities, resolved["output"], storage_options)
+        zarr_tasks, shapes = _plan_zarr(store, ordered, modalities, resolved["output"])
         done = total = len(zarr_tasks)
-        zarr_tasks = [t for t in zarr_tasks if not fs.exists(join(root, STATE, f"zarr-{t.index:06d}.json"))]
+        zarr_tasks = [t for t in zarr_tasks if not store.fs.exists(store.state(L.zarr_marker(t.index)))]
         done -= len(zarr_tasks)
         if progress:
             progress("zarr", done, total)
@@ -319,58 +326,47 @@ def build(
     finally:
         if own_executor and executor is not None:
             executor.shutdown(cancel_futures=True)
-    group = open_zarr_group(fs, join(root, "zarr"), mode="r", storage_options=storage_options) if shapes else {}
+    group = store.open_zarr("r") if shapes else {}
     zarr_rows = {modality: group[modality].shape[0] for modality in shapes}
-    return _finish(fs, root, out, source, corpus, preparer, resolved, fingerprint, units,
-                   markers, zarr_rows, shapes, started)
+    return _finish(store, source, corpus, modalities, resolved, fingerprint, ordered, zarr_rows, shapes, started)
 
 
-def _plan_zarr(fs, root: str, out: str, ordered: list[dict], modalities: tuple[str, ...], output: dict,
-               storage_options: dict | None) -> tuple[list[ZarrTask], dict[str, list[int]]]:
+def _plan_zarr(store: Layout, ordered: list[dict], modalities: tuple[str, ...],
+               output: dict) -> tuple[list[ZarrTask], dict[str, list[int]]]:
     """Create the Zarr arrays at their final size (once: a resumed build keeps them); return the tasks.
 
     A task covers about one tar shard's worth of rows, rounded to whole Zarr shards.
     """
-    sources, first = [], 0
-    shapes: dict[str, list[int]] = {}
-    for marker in ordered:
-        if marker["shard"]:
-            sources.append((marker["shard"]["shard"], first, marker["shard"]["samples"]))
-            first += marker["shard"]["samples"]
-            shapes = shapes or marker["sample_shapes"]
-    rows = first
+    sources = [(row["shard"], row["first_row"], row["samples"]) for row in _shard_rows(ordered)]
+    shapes: dict[str, list[int]] = next((m["sample_shapes"] for m in ordered if m["shard"]), {})
+    rows = sum(samples for _, _, samples in sources)
     shard_rows = int(output["zarr_shard_rows"])
-    plan_path = join(root, STATE, "zarr.json")
     plan = {"rows": rows, "sample_shapes": shapes, "shard_rows": shard_rows}
-    if rows and _read_json(fs, plan_path) != plan:
-        group = open_zarr_group(fs, join(root, "zarr"), mode="w", storage_options=storage_options)
+    if rows and store.read_json(store.state(L.ZARR_PLAN)) != plan:
+        group = store.open_zarr("w")
         for modality in modalities:
             create_zarr_array(group, modality, rows, tuple(shapes[modality]), output["dtype"],
                               int(output["zarr_chunk_rows"]), shard_rows, output["zarr_compression"])
-        for stale in fs.glob(join(root, STATE, "zarr-*.json")):
-            fs.rm(stale)
-        write_bytes(fs, plan_path, json_bytes(plan))
+        for stale in store.fs.glob(store.state(L.ZARR_MARKERS)):
+            store.fs.rm(stale)
+        write_bytes(store.fs, store.state(L.ZARR_PLAN), json_bytes(plan))
     step = shard_rows * max(1, round(int(output["shard_size"]) / shard_rows))
     tasks = []
     for index, start in enumerate(range(0, rows, step)):
         stop = min(start + step, rows)
         overlapping = [s for s in sources if s[1] < stop and s[1] + s[2] > start]
-        tasks.append(ZarrTask(index, out, modalities, start, stop, shard_rows, overlapping,
-                              dict(storage_options or {})))
+        tasks.append(ZarrTask(index, store.url, modalities, start, stop, shard_rows, overlapping,
+                              dict(store.storage_options)))
     return tasks, shapes
 
 
-def _finish(fs, root, out, source, corpus, preparer, recipe, fingerprint, units, markers,
-            zarr_rows, sample_shapes, started) -> dict:
-    ordered = [markers[i] for i in range(len(units))]
+def _finish(store: Layout, source: str, corpus, modalities: tuple[str, ...], recipe: dict, fingerprint: dict,
+            ordered: list[dict], zarr_rows: dict[str, int], sample_shapes: dict, started: float) -> dict:
     rows = [row for marker in ordered for row in marker["rows"]]
     reject_rows = [r for marker in ordered for r in marker["rejects"]]
-    modalities = tuple(preparer.MODALITIES)
     rejects = (pl.DataFrame(reject_rows, infer_schema_length=None) if reject_rows
                else schema.empty_frame("rejects"))
-    rejects = schema.conform(rejects, "rejects")
-    with atomic_write(fs, join(root, "rejects.parquet")) as handle:
-        rejects.write_parquet(handle)
+    store.write_table("rejects", schema.conform(rejects, "rejects"))
     reasons = Counter(r["reason"] if r["stage"] != "quality" else f"quality: {r['reason']}" for r in reject_rows)
     records_rejected = len({(r["source"], r["record_id"]) for r in reject_rows if r["stage"] != "quality"})
     records_read = sum(m["records_read"] for m in ordered)
@@ -378,7 +374,7 @@ def _finish(fs, root, out, source, corpus, preparer, recipe, fingerprint, units,
     if not rows:
         top = "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
         raise BuildError(f"every record of {source} was rejected ({len(reject_rows)} rejects): {top}. "
-                         f"See {join(out, 'rejects.parquet')}")
+                         f"See {join(store.url, L.TABLES['rejects'])}")
 
     manifest = pl.DataFrame(rows, infer_schema_length=None).with_columns(
         pl.int_range(0, pl.len(), dtype=pl.Int64).alias("zarr_row"))
@@ -386,27 +382,20 @@ def _finish(fs, root, out, source, corpus, preparer, recipe, fingerprint, units,
     for modality, count in zarr_rows.items():
         if count != manifest.height:
             raise BuildError(f"internal error: zarr {modality} has {count} rows, manifest {manifest.height}")
-    with atomic_write(fs, join(root, "manifest.parquet")) as handle:
-        manifest.write_parquet(handle)
-
-    shard_rows, first = [], 0
-    for marker in ordered:
-        if marker["shard"]:
-            shard_rows.append({**marker["shard"], "first_row": first})
-            first += marker["shard"]["samples"]
-    shards = schema.conform(pl.DataFrame(shard_rows), "shards")
-    with atomic_write(fs, join(root, "shards.parquet")) as handle:
-        shards.write_parquet(handle)
+    store.write_table("manifest", manifest)
+    shards = schema.conform(pl.DataFrame(_shard_rows(ordered)), "shards")
+    store.write_table("shards", shards)
 
     counts = {"items": items_total, "records_read": records_read, "records_rejected": records_rejected,
               "samples": manifest.height, "windows_rejected": sum(1 for r in reject_rows if r["stage"] == "quality"),
               "rejects": len(reject_rows), "shards": shards.height,
               "rejected_by_reason": dict(sorted(reasons.items()))}
-    build_info = {**fingerprint, "physiofm_version": physiofm.__version__, "kind": corpora.kind_of(corpus),
+    build_info = {**fingerprint, "physiofm_version": physiofm.__version__, "kind": corpus.kind,
                   "modalities": list(modalities), "sample_shapes": sample_shapes,
                   "dtype": recipe["output"]["dtype"], "recipe": recipe, "counts": counts,
                   "versions": _versions()}
-    _remove_unpublished(fs, root)
-    write_bytes(fs, join(root, "build.json"), json.dumps(build_info, indent=2, sort_keys=True).encode())
-    fs.rm(join(root, STATE), recursive=True)
-    return {**counts, "status": "built", "seconds": time.perf_counter() - started, "out": out, "dataset": corpus}
+    _remove_unpublished(store)
+    write_bytes(store.fs, store.build_info, json.dumps(build_info, indent=2, sort_keys=True).encode())
+    store.fs.rm(store.state(), recursive=True)
+    return {**counts, "status": "built", "seconds": time.perf_counter() - started, "out": store.url,
+            "dataset": corpus.name}

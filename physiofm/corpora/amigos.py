@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from physiofm.io import join, url_to_fs
-from physiofm.pipeline.dreamer import EMOTIV_CHANNELS, all_nan_reason, load_mat
-from physiofm.pipeline.records import Item, Record, Reject, Signal
+from physiofm.corpora.base import all_nan_reason
+from physiofm.corpora.dreamer import EMOTIV_CHANNELS
+from physiofm.corpora.matlab import load_mat
+from physiofm.corpora.base import Item, Record, Reject, Signal
 
 NAME = "amigos"
 FS = 128.0

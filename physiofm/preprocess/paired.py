@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from physiofm.pipeline import transforms as T
-from physiofm.pipeline.ecg import sample_key
-from physiofm.pipeline.quality import FLAGS, drop_reason, window_flags
-from physiofm.pipeline.records import Record, Reject
+from physiofm.preprocess import transforms as T
+from physiofm.units import unit_scale
+from physiofm.preprocess.ecg import sample_key
+from physiofm.preprocess.quality import FLAGS, drop_reason, window_flags
+from physiofm.corpora.base import Record, Reject
 
 MODALITIES = ("eeg", "ecg")
 BATCH_RECORDS = None  # a unit's records are prepared together: a trial's baseline meets its stimulus
@@ -23,7 +24,7 @@ BATCH_RECORDS = None  # a unit's records are prepared together: a trial's baseli
 
 def _process(signal, section: dict, fs_out: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(raw in output units with NaN zeroed, NaN mask, filtered at fs_out) for one modality."""
-    raw = np.asarray(signal.data, dtype=np.float64) * T.unit_scale(signal.unit, section["unit"])
+    raw = np.asarray(signal.data, dtype=np.float64) * unit_scale(signal.unit, section["unit"])
     nan = np.isnan(raw)
     if nan.any():
         raw = np.where(nan, 0.0, raw)

@@ -1,6 +1,6 @@
 """Where a build's work runs: the local process pool, or a Dask cluster.
 
-:func:`physiofm.pipeline.build.build` takes any :class:`concurrent.futures.Executor`; this
+:func:`physiofm.store.build.build` takes any :class:`concurrent.futures.Executor`; this
 module opens the ones the CLI offers (``--executor``):
 
 * ``local`` (default): a process pool of ``--jobs`` workers on this machine (``None`` here:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from physiofm.pipeline import transforms as T
+from physiofm.preprocess import transforms as T
 
 FLAGS = ("q_nan", "q_flat", "q_clip", "q_amplitude")
 

@@ -14,8 +14,6 @@ two ECG columns are unnamed in the dataset and called ``ECG1``, ``ECG2`` here.
 
 Each trial gives a stimulus record and, with ``baseline=True``, the 61-s baseline before it;
 EEG and ECG of a record both start at the segment start and are cropped to the same length.
-
-``load_mat`` and ``all_nan_reason`` are shared with the AMIGOS reader.
 """
 
 from __future__ import annotations
@@ -25,12 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from fsspec import AbstractFileSystem
-from scipy.io import loadmat
-from scipy.io.matlab import matfile_version
 
 from physiofm.io import join, url_to_fs
-from physiofm.pipeline.records import Item, Record, Reject, Signal
+from physiofm.corpora.base import Item, Record, Reject, Signal, all_nan_reason
+from physiofm.corpora.matlab import load_mat
 
 NAME = "dreamer"
 FILE = "DREAMER.mat"
@@ -41,38 +37,6 @@ EMOTIV_CHANNELS = ("AF3", "F7", "F3", "FC5", "T7", "P7", "O1", "O2", "P8", "T8",
 _FIELDS = ("Data", "EEG_SamplingRate", "ECG_SamplingRate")
 _SCORES = {"valence": "ScoreValence", "arousal": "ScoreArousal", "dominance": "ScoreDominance"}
 _BASELINE_WINDOWS = 6  # 61-s baseline in 10-s windows
-
-
-def load_mat(fs: AbstractFileSystem, path: str) -> dict[str, Any]:
-    """``scipy.io.loadmat`` of a level-5 MAT file through fsspec (raw, not squeezed).
-
-    Raises ``ValueError`` with a reason a person can act on for v4, v7.3 (HDF5), truncated
-    or otherwise unreadable files.
-    """
-    with fs.open(path, "rb") as fh:
-        try:
-            major, _ = matfile_version(fh)
-        except Exception as exc:  # scipy raises several types for non-MAT content
-            raise ValueError(f"not a MAT file ({exc})") from exc
-        if major == 0:
-            raise ValueError("MATLAB v4 MAT-file; expected a level-5 (v5/v7) MAT-file")
-        if major == 2:
-            raise ValueError("MATLAB v7.3 (HDF5) MAT-file; expected a level-5 (v5/v7) MAT-file")
-        fh.seek(0)
-        try:
-            return loadmat(fh)
-        except Exception as exc:
-            raise ValueError(f"truncated or corrupt MAT file ({type(exc).__name__}: {exc})") from exc
-
-
-def all_nan_reason(signals: dict[str, Signal]) -> str | None:
-    """The reject reason when a modality holds no finite sample (or no sample), else None."""
-    for name, signal in signals.items():
-        if signal.data.size == 0:
-            return f"no samples in {name}"
-        if not np.isfinite(signal.data).any():
-            return f"all samples are NaN in {name}"
-    return None
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from physiofm.io import join, url_to_fs
-from physiofm.pipeline.records import Item, Record, Reject, Signal
+from physiofm.corpora.base import Item, Record, Reject, Signal
 
 NAME = "code15"
 FS = 400.0

@@ -6,8 +6,8 @@ import json
 from collections.abc import Callable, Iterator
 
 from physiofm.io import join, url_to_fs
-from physiofm.pipeline.records import Item, Record, Reject, Signal
-from physiofm.pipeline.wfdb_format import Header, HeaderError, parse_header, read_signals
+from physiofm.corpora.base import Item, Record, Reject, Signal
+from physiofm.corpora.wfdb_format import Header, HeaderError, parse_header, read_signals
 
 NAME = "wfdb"
 

@@ -1,0 +1,31 @@
+"""Level-5 MAT files (DREAMER, AMIGOS) read through fsspec, with reasons a person can act on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fsspec import AbstractFileSystem
+from scipy.io import loadmat
+from scipy.io.matlab import matfile_version
+
+
+def load_mat(fs: AbstractFileSystem, path: str) -> dict[str, Any]:
+    """``scipy.io.loadmat`` of a level-5 MAT file through fsspec (raw, not squeezed).
+
+    Raises ``ValueError`` with a reason a person can act on for v4, v7.3 (HDF5), truncated
+    or otherwise unreadable files.
+    """
+    with fs.open(path, "rb") as fh:
+        try:
+            major, _ = matfile_version(fh)
+        except Exception as exc:  # scipy raises several types for non-MAT content
+            raise ValueError(f"not a MAT file ({exc})") from exc
+        if major == 0:
+            raise ValueError("MATLAB v4 MAT-file; expected a level-5 (v5/v7) MAT-file")
+        if major == 2:
+            raise ValueError("MATLAB v7.3 (HDF5) MAT-file; expected a level-5 (v5/v7) MAT-file")
+        fh.seek(0)
+        try:
+            return loadmat(fh)
+        except Exception as exc:
+            raise ValueError(f"truncated or corrupt MAT file ({type(exc).__name__}: {exc})") from exc

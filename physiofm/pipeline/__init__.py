@@ -1,1 +1,0 @@
-"""Readers, preprocessing, writers, manifests and the build orchestrator."""

@@ -1,0 +1,1 @@
+"""Training data: exact streaming from tar shards, random access to Zarr rows, S3 reads."""
