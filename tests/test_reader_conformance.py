@@ -72,9 +72,9 @@ def same_records(a: list[Record | Reject], b: list[Record | Reject]) -> None:
 
 
 def to_memory(root: Path) -> str:
-    """Copy a local tree into fsspec's memory filesystem; return its URL."""
+    """Copy a local tree into fsspec's memory filesystem (under the same folder name); return its URL."""
     memory = fsspec.filesystem("memory")
-    base = f"/conformance-{uuid.uuid4().hex[:8]}"
+    base = f"/conformance-{uuid.uuid4().hex[:8]}/{root.name}"
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         memory.pipe(f"{base}/{path.relative_to(root).as_posix()}", path.read_bytes())
     return f"memory://{base}"
@@ -152,7 +152,7 @@ def test_channels_units_rates_and_amplitudes_are_sane(name, origin, sources):
 
 @pytest.mark.parametrize(("name", "origin"), CASES)
 def test_broken_signal_files_become_rejects(name, origin, sources, tmp_path):
-    root = tmp_path / "copy"
+    root = tmp_path / sources(name, origin).name  # the same folder name (Challenge subsets come from it)
     shutil.copytree(sources(name, origin), root)
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in SIGNAL_FILES)
     assert files, f"{name}: no signal file to break"

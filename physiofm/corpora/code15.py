@@ -47,8 +47,11 @@ def list_items(root: str) -> list[Item]:
         exams = pl.read_csv(handle, infer_schema_length=0)
     rows: dict[str, dict[int, int]] = {}
     for path in sorted(fs.glob(join(base, "*.hdf5"))):
-        with fs.open(path, "rb") as handle, h5py.File(handle, "r") as h5:
-            ids = h5["exam_id"][:]
+        try:
+            with fs.open(path, "rb") as handle, h5py.File(handle, "r") as h5:
+                ids = h5["exam_id"][:]
+        except (OSError, KeyError, ValueError):  # the part's exams are rejected when read, with the reason
+            continue
         rows[path.rsplit("/", 1)[-1]] = {int(e): i for i, e in enumerate(ids) if e != 0}
     items = []
     for row in exams.iter_rows(named=True):
@@ -73,18 +76,22 @@ def read(root: str, items: list[Item]) -> Iterator[Record | Reject]:
     fs, base = url_to_fs(root)
     for part, group in groupby(items, key=lambda item: item.path):
         group = list(group)
-        missing = [item for item in group if item.extra[0] < 0]
-        for item in missing:
-            yield Reject(NAME, part, "read", f"exam_id {item.id} is not in {part}", item.id)
         present = [item for item in group if item.extra[0] >= 0]
-        if not present:
-            continue
         try:
             with fs.open(join(base, part), "rb") as handle, h5py.File(handle, "r") as h5:
-                tracings = h5["tracings"][sorted({item.extra[0] for item in present})]
+                tracings = h5["tracings"][sorted({item.extra[0] for item in present})] if present else None
+        except FileNotFoundError:
+            for item in group:
+                yield Reject(NAME, part, "read", f"missing HDF5 part {part}", item.id)
+            continue
         except (OSError, KeyError, ValueError) as error:
-            for item in present:
-                yield Reject(NAME, part, "read", f"unreadable HDF5 part {part}: {error}", item.id)
+            for item in group:
+                yield Reject(NAME, part, "read", f"unreadable HDF5 part {part}: {type(error).__name__}: {error}", item.id)
+            continue
+        for item in group:
+            if item.extra[0] < 0:
+                yield Reject(NAME, part, "read", f"exam_id {item.id} is not in {part}", item.id)
+        if not present:
             continue
         position = {row: i for i, row in enumerate(sorted({item.extra[0] for item in present}))}
         for item in present:
