@@ -38,9 +38,9 @@ MIMIC_RECORDS = 800_035  # MIMIC-IV-ECG v1.0: 10-s 12-lead records
 
 
 def _warm() -> None:
-    import physiofm.store.build  # noqa: F401
-    import physiofm.preprocess.ecg  # noqa: F401
     import physiofm.corpora.mimic  # noqa: F401
+    import physiofm.preprocess.ecg  # noqa: F401
+    import physiofm.store.build  # noqa: F401
 
 
 def child(variant: str, src: Path, out: Path) -> None:

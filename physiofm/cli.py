@@ -1,28 +1,53 @@
-"""The ``physiofm`` command line: thin wrappers over the library, one command per job."""
+"""The ``physiofm`` command line: thin wrappers over the library, one command per job.
+
+Options with fixed choices are enums, so ``--help`` lists them and a wrong value is a one-line
+error.  Corpus choices come from the registry (:mod:`physiofm.corpora.registry`); the others
+are checked against the library's own lists by ``tests/test_cli.py``.  Nothing heavy (torch,
+polars) is imported until a command runs.
+"""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from physiofm.corpora import registry
+
+
+def _choices(name: str, values) -> type[Enum]:
+    """An ``Enum`` whose values are ``values`` (Typer shows them in ``--help`` and checks them)."""
+    return Enum(name, {value: value for value in values}, type=str)
+
+
+EcgFormat = _choices("EcgFormat", ("auto", *registry.names("ecg")))
+EmotionDataset = _choices("EmotionDataset", ("auto", *registry.names("emotion")))
+Corpus = _choices("Corpus", registry.names())
+ExecutorChoice = _choices("ExecutorChoice", ("local", "dask", "dask-local"))  # physiofm.store.executors.EXECUTORS
+DtypeChoice = _choices("DtypeChoice", ("float32", "float16"))
+DeviceChoice = _choices("DeviceChoice", ("auto", "cpu", "cuda"))
+Modality = _choices("Modality", ("ecg", "eeg"))
+MaskMode = _choices("MaskMode", ("dual", "intra", "inter"))  # physiofm.models.masking.MODES
+Protocol = _choices("Protocol", ("loso", "kfold-subject", "kfold-trial"))  # physiofm.train.protocols.PROTOCOLS
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Physiological foundation models: data first.")
 build_app = typer.Typer(no_args_is_help=True, help="Build a store (shards, Zarr, manifests) from a raw archive.")
 app.add_typer(build_app, name="build")
 console = Console(stderr=True)
 
-Jobs = Annotated[Optional[int], typer.Option("--jobs", "-j", help="worker processes (default: all cores)")]
-Recipe = Annotated[Optional[str], typer.Option(help="recipe name (manifests/recipes) or .toml path")]
-ShardSize = Annotated[Optional[int], typer.Option(help="target samples per shard")]
-Dtype = Annotated[Optional[str], typer.Option(help="float32 or float16")]
-ExecutorName = Annotated[str, typer.Option(
+Jobs = Annotated[int | None, typer.Option("--jobs", "-j", help="worker processes (default: all cores)")]
+Recipe = Annotated[str | None, typer.Option(help="recipe name (manifests/recipes) or .toml path")]
+ShardSize = Annotated[int | None, typer.Option(help="target samples per shard")]
+Dtype = Annotated[DtypeChoice | None, typer.Option(help="sample dtype (default: the recipe's)")]
+ExecutorName = Annotated[ExecutorChoice, typer.Option(
     "--executor", help="local (process pool), dask (a running cluster: --scheduler) or dask-local")]
-Scheduler = Annotated[Optional[str], typer.Option(help="Dask scheduler address, tcp://HOST:PORT (--executor dask)")]
-StorageOption = Annotated[Optional[list[str]], typer.Option(
+Scheduler = Annotated[str | None, typer.Option(help="Dask scheduler address, tcp://HOST:PORT (--executor dask)")]
+StorageOption = Annotated[list[str] | None, typer.Option(
     "--storage-option", "-o", help="fsspec storage option KEY=VALUE for OUT (repeatable)")]
 
 
@@ -32,7 +57,9 @@ def _run_build(**kwargs) -> None:
     from physiofm.store.executors import open_executor
 
     kwargs["storage_options"] = parse_storage_options(kwargs.pop("storage_option"))
-    executor_name, scheduler = kwargs.pop("executor"), kwargs.pop("scheduler")
+    executor_name, scheduler = kwargs.pop("executor").value, kwargs.pop("scheduler")
+    kwargs["fmt"] = kwargs["fmt"].value
+    kwargs["dtype"] = kwargs["dtype"].value if kwargs["dtype"] else None
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("building shards", total=None)
@@ -68,7 +95,7 @@ def _print_summary(summary: dict) -> None:
 def build_ecg(
     source: Annotated[str, typer.Argument(help="archive folder or URL")],
     out: Annotated[str, typer.Argument(help="store folder or s3:// URL")],
-    format: Annotated[str, typer.Option(help="auto, wfdb, ptbxl, challenge, mimic-iv-ecg, code15")] = "auto",
+    format: Annotated[EcgFormat, typer.Option(help="archive layout (auto: detect it)")] = "auto",
     recipe: Recipe = None, jobs: Jobs = None, shard_size: ShardSize = None, dtype: Dtype = None,
     storage_option: StorageOption = None, executor: ExecutorName = "local", scheduler: Scheduler = None,
 ) -> None:
@@ -81,7 +108,7 @@ def build_ecg(
 def build_emotion(
     source: Annotated[str, typer.Argument(help="dataset folder or URL")],
     out: Annotated[str, typer.Argument(help="store folder or s3:// URL")],
-    dataset: Annotated[str, typer.Option(help="dreamer, amigos, mahnob or auto")] = "auto",
+    dataset: Annotated[EmotionDataset, typer.Option(help="dataset layout (auto: detect it)")] = "auto",
     recipe: Recipe = None, jobs: Jobs = None, shard_size: ShardSize = None, dtype: Dtype = None,
     storage_option: StorageOption = None, executor: ExecutorName = "local", scheduler: Scheduler = None,
 ) -> None:
@@ -92,7 +119,7 @@ def build_emotion(
 
 @app.command()
 def synth(
-    name: Annotated[str, typer.Argument(help="ptbxl, challenge, mimic-iv-ecg, code15, dreamer, amigos, mahnob")],
+    name: Annotated[Corpus, typer.Argument(help="corpus whose layout to write")],
     out: Annotated[Path, typer.Argument(help="folder to write")],
     records: Annotated[int, typer.Option(help="records (ECG archives)")] = 20,
     subjects: Annotated[int, typer.Option(help="subjects (emotion datasets)")] = 3,
@@ -101,22 +128,23 @@ def synth(
     """Write a small dataset with the exact on-disk layout of a real archive."""
     from physiofm.synth import generate
 
-    root = generate(name, out, records=records, subjects=subjects, seed=seed)
-    console.print(f"wrote {name} layout to {root}")
+    root = generate(name.value, out, records=records, subjects=subjects, seed=seed)
+    console.print(f"wrote {name.value} layout to {root}")
 
 
 @app.command()
 def validate(
     store: Annotated[str, typer.Argument(help="store folder or s3:// URL")],
     deep: Annotated[bool, typer.Option("--deep", help="hash every shard and compare every sample with Zarr")] = False,
-    json_report: Annotated[Optional[Path], typer.Option("--json", help="write a machine-readable report here")] = None,
+    json_report: Annotated[Path | None, typer.Option("--json", help="write a machine-readable report here")] = None,
     sample: Annotated[int, typer.Option(help="samples read (as whole shards) and compared with Zarr without --deep")] = 64,
     seed: Annotated[int, typer.Option(help="which shards the sample reads")] = 0,
     storage_option: StorageOption = None,
 ) -> None:
     """Check a store end to end: schema, integrity, content, leakage and balance."""
     from physiofm.io import parse_storage_options
-    from physiofm.store.validate import print_report, validate as run
+    from physiofm.store.validate import print_report
+    from physiofm.store.validate import validate as run
 
     report = run(store, deep=deep, sample=sample, seed=seed, storage_options=parse_storage_options(storage_option))
     print_report(report, Console())
@@ -125,7 +153,7 @@ def validate(
     raise typer.Exit(0 if report.ok else 1)
 
 
-Device = Annotated[str, typer.Option(help="cpu, cuda or auto")]
+Device = Annotated[DeviceChoice, typer.Option(help="where to train (auto: CUDA when available)")]
 BatchSize = Annotated[int, typer.Option(help="samples per step in each process (torchrun: N processes take N ×)")]
 Ddp = Annotated[bool, typer.Option("--ddp", help="require a torchrun launch: one process per rank, gloo on the CPU, "
                                                  "nccl on GPUs (a launch is used when detected anyway)")]
@@ -150,24 +178,25 @@ def _train(command: str, run, config):
 def pretrain(
     store: Annotated[str, typer.Argument(help="ECG (or EEG) store")],
     out: Annotated[str, typer.Option("--out", help="run folder")],
-    modality: Annotated[str, typer.Option(help="ecg or eeg")] = "ecg",
-    epochs: int = 1, max_steps: Annotated[Optional[int], typer.Option()] = None, batch_size: BatchSize = 32,
+    modality: Annotated[Modality, typer.Option(help="which modality of the store to pretrain on")] = "ecg",
+    epochs: int = 1, max_steps: Annotated[int | None, typer.Option()] = None, batch_size: BatchSize = 32,
     lr: float = 5e-4, workers: int = 0, device: Device = "auto", seed: int = 0,
     resume: Annotated[bool, typer.Option("--resume")] = False,
     checkpoint_every: int = 100,
-    layers: Annotated[Optional[int], typer.Option(help="encoder layers (default 12, as CBraMod)")] = None,
-    mask: Annotated[str, typer.Option(help="dual, intra or inter")] = "dual",
+    layers: Annotated[int | None, typer.Option(help="encoder layers (default 12, as CBraMod)")] = None,
+    mask: Annotated[MaskMode, typer.Option(help="masking: intra-lead patches, whole leads, or both")] = "dual",
     storage_option: StorageOption = None, ddp: Ddp = False,
 ) -> None:
     """Dual-masking reconstruction pretraining of a CBraMod encoder (data-parallel under torchrun)."""
     from physiofm.io import parse_storage_options
     from physiofm.train.distributed import is_main
-    from physiofm.train.pretrain import PretrainConfig, pretrain as run
+    from physiofm.train.pretrain import PretrainConfig
+    from physiofm.train.pretrain import pretrain as run
 
     summary = _train("pretrain", run, PretrainConfig(
-        store, out, modality=modality, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
-        workers=workers, device=device, seed=seed, resume=resume, checkpoint_every=checkpoint_every,
-        model=_sizes(layers), masking={"mode": mask}, storage_options=parse_storage_options(storage_option), ddp=ddp))
+        store, out, modality=modality.value, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+        workers=workers, device=device.value, seed=seed, resume=resume, checkpoint_every=checkpoint_every,
+        model=_sizes(layers), masking={"mode": mask.value}, storage_options=parse_storage_options(storage_option), ddp=ddp))
     if is_main():
         console.print(f"pretrained {summary['steps']} steps, final loss {summary['final_loss']}, "
                       f"{summary['samples_per_s']:.1f} samples/s → {out}", soft_wrap=True)
@@ -179,26 +208,27 @@ def finetune(
     out: Annotated[str, typer.Option("--out", help="run folder")],
     modalities: Annotated[str, typer.Option(help="eeg, ecg or eeg,ecg")] = "eeg,ecg",
     targets: Annotated[str, typer.Option()] = "valence,arousal,dominance",
-    protocol: Annotated[str, typer.Option(help="loso, kfold-subject or kfold-trial")] = "kfold-subject",
+    protocol: Annotated[Protocol, typer.Option(help="subject-wise evaluation protocol")] = "kfold-subject",
     folds: int = 5,
-    eeg_weights: Annotated[Optional[str], typer.Option(help="CBraMod checkpoint (official layout)")] = None,
-    ecg_weights: Annotated[Optional[str], typer.Option(help="a physiofm pretraining run (or encoder .pt)")] = None,
-    epochs: int = 10, max_steps: Annotated[Optional[int], typer.Option()] = None, batch_size: BatchSize = 32,
+    eeg_weights: Annotated[str | None, typer.Option(help="CBraMod checkpoint (official layout)")] = None,
+    ecg_weights: Annotated[str | None, typer.Option(help="a physiofm pretraining run (or encoder .pt)")] = None,
+    epochs: int = 10, max_steps: Annotated[int | None, typer.Option()] = None, batch_size: BatchSize = 32,
     lr: float = 1e-4, workers: int = 0, device: Device = "auto", seed: int = 0,
     resume: Annotated[bool, typer.Option("--resume")] = False,
-    eeg_layers: Annotated[Optional[int], typer.Option()] = None,
-    ecg_layers: Annotated[Optional[int], typer.Option()] = None,
+    eeg_layers: Annotated[int | None, typer.Option()] = None,
+    ecg_layers: Annotated[int | None, typer.Option()] = None,
     storage_option: StorageOption = None, ddp: Ddp = False,
 ) -> None:
     """Fine-tune the fusion classifier (or one branch) under a subject-wise protocol; print its metrics."""
     from physiofm.io import parse_storage_options
     from physiofm.train.distributed import is_main
-    from physiofm.train.finetune import FinetuneConfig, comparison, finetune as run
+    from physiofm.train.finetune import FinetuneConfig, comparison
+    from physiofm.train.finetune import finetune as run
 
     _train("finetune", run, FinetuneConfig(
-        store, out, modalities=tuple(modalities.split(",")), targets=tuple(targets.split(",")), protocol=protocol,
+        store, out, modalities=tuple(modalities.split(",")), targets=tuple(targets.split(",")), protocol=protocol.value,
         folds=folds, eeg_weights=eeg_weights, ecg_weights=ecg_weights, epochs=epochs, max_steps=max_steps,
-        batch_size=batch_size, lr=lr, workers=workers, device=device, seed=seed, resume=resume,
+        batch_size=batch_size, lr=lr, workers=workers, device=device.value, seed=seed, resume=resume,
         eeg_model=_sizes(eeg_layers), ecg_model=_sizes(ecg_layers),
         storage_options=parse_storage_options(storage_option), ddp=ddp))
     if is_main():

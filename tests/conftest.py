@@ -35,9 +35,9 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-compatible server (moto) on loopback for the whole session; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
-
     import socket
+
+    from moto.server import ThreadedMotoServer
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -70,9 +70,9 @@ def s3_bucket(s3_server, request):
     fs.rm(name, recursive=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ecg_store(tmp_path_factory):
-    """A small ECG store (40 generated Challenge records, shards of 10) for training tests."""
+    """A small ECG store (40 generated Challenge records, shards of 10), built once for every test that reads one."""
     from physiofm.store.build import build
     from physiofm.synth.ecg import synth_challenge
 
@@ -82,9 +82,9 @@ def ecg_store(tmp_path_factory):
     return root / "store"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def emotion_store(tmp_path_factory):
-    """A small paired EEG+ECG store (3 generated DREAMER subjects) for training tests."""
+    """A small paired EEG+ECG store (3 generated DREAMER subjects), built once for every test that reads one."""
     from physiofm.store.build import build
     from physiofm.synth.emotion import synth_dreamer
 

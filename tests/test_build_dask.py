@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 from distributed import Client, LocalCluster
+from storecheck import assert_store_consistent, tree_bytes
 from typer.testing import CliRunner
 
 from physiofm.cli import app
 from physiofm.store.build import build
 from physiofm.store.executors import WORKER_ENVIRON, local_worker_environment, open_executor, restored_environ
 from physiofm.synth import ecg as synth
-from storecheck import assert_store_consistent, tree_bytes
 
 SHARD = 24  # 10 units of 24 records: long enough for a worker to be caught writing one
 

@@ -16,10 +16,10 @@ import numpy as np
 import polars as pl
 import pytest
 import zarr
+from storecheck import assert_store_consistent, tree_bytes
 
 from physiofm.store.build import BuildError, build
 from physiofm.synth import ecg as synth
-from storecheck import assert_store_consistent, tree_bytes
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,13 @@ import pytest
 import torch
 
 from physiofm.models import CBraMod, DualMasking, load_pretrained, masked_squared_error
+from physiofm.train.data.stream import StreamingDataset
 from physiofm.train.distributed import LAUNCH_ENV, DistributedError
 from physiofm.train.finetune import FinetuneConfig, _manifest, finetune
-from physiofm.train.metrics import binary_metrics
 from physiofm.train.loop import seed_step
+from physiofm.train.metrics import binary_metrics
 from physiofm.train.pretrain import PretrainConfig, _inputs, pretrain
 from physiofm.train.protocols import make_folds
-from physiofm.train.data.stream import StreamingDataset
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**{k: v for k, v in os.environ.items() if k not in LAUNCH_ENV},

@@ -19,9 +19,7 @@ import pytest
 from scipy.io import loadmat
 from scipy.signal import butter, find_peaks, resample_poly, sosfiltfilt, welch
 
-from physiofm.corpora import amigos
-from physiofm.corpora import dreamer, matlab
-from physiofm.corpora import mahnob
+from physiofm.corpora import amigos, dreamer, mahnob, matlab
 from physiofm.corpora.base import Record, Reject, Signal
 from physiofm.synth.emotion import synth_amigos, synth_dreamer, synth_mahnob
 

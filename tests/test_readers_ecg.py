@@ -7,9 +7,8 @@ import pytest
 import scipy.io
 import wfdb
 
-from physiofm.corpora import challenge
 from physiofm import corpora
-from physiofm.corpora import ptbxl
+from physiofm.corpora import challenge, ptbxl
 from physiofm.corpora import wfdb_tree as wfdb_dir
 from physiofm.corpora.base import Record, Reject
 from physiofm.corpora.wfdb_format import HeaderError, parse_header
@@ -21,7 +20,7 @@ def read_all(module, root):
 
 def test_challenge_headers_that_wfdb_rejects_are_read_with_labels(shared_data):
     root = shared_data / "physionet-challenge-2021"
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - wfdb raises one of several types
         wfdb.rdrecord(str(root / "E07500"))  # the real Georgia header is not WFDB syntax
     records = {r.record_id: r for r in read_all(challenge, root)}
     assert sorted(records) == ["E07500", "HR06000", "HR06001", "JS20000"]

@@ -25,7 +25,8 @@ from physiofm.synth.ecg import synth_challenge
 from physiofm.synth.emotion import synth_dreamer
 from physiofm.train.data import stream as stream_module
 from physiofm.train.data.s3 import ShardReadError, gopen_fsspec
-from physiofm.train.data.stream import StreamError, StreamingDataset, ZarrDataset
+from physiofm.train.data.stream import StreamError, StreamingDataset
+from physiofm.train.data.zarr_dataset import ZarrDataset
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from physiofm.preprocess import transforms as T
-from physiofm.units import unit_scale
 from physiofm.preprocess.leads import STANDARD_LEADS, lead_mapping, standard_index
+from physiofm.units import unit_scale
 
 
 @pytest.mark.parametrize("fs_in", [100, 128, 256, 257, 360, 400, 500, 1000])

@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from physiofm.io import join, url_to_fs
-from physiofm.corpora.base import all_nan_reason
+from physiofm.corpora.base import Item, Record, Reject, Signal, all_nan_reason
 from physiofm.corpora.dreamer import EMOTIV_CHANNELS
 from physiofm.corpora.matlab import load_mat
-from physiofm.corpora.base import Item, Record, Reject, Signal
+from physiofm.io import join, url_to_fs
 
 NAME = "amigos"
 FS = 128.0

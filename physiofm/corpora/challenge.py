@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from physiofm.io import join, url_to_fs
 from physiofm.corpora import wfdb_tree as wfdb_dir
 from physiofm.corpora.base import Item, Record, Reject
+from physiofm.io import join, url_to_fs
 
 NAME = "challenge"
 

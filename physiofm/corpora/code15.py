@@ -15,8 +15,8 @@ import h5py
 import numpy as np
 import polars as pl
 
-from physiofm.io import join, url_to_fs
 from physiofm.corpora.base import Item, Record, Reject, Signal
+from physiofm.io import join, url_to_fs
 
 NAME = "code15"
 FS = 400.0

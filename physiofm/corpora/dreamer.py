@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from physiofm.io import join, url_to_fs
 from physiofm.corpora.base import Item, Record, Reject, Signal, all_nan_reason
 from physiofm.corpora.matlab import load_mat
+from physiofm.io import join, url_to_fs
 
 NAME = "dreamer"
 FILE = "DREAMER.mat"

@@ -29,8 +29,8 @@ import mne
 import numpy as np
 from fsspec import AbstractFileSystem
 
-from physiofm.io import is_local, join, url_to_fs
 from physiofm.corpora.base import Item, Record, Reject, Signal
+from physiofm.io import is_local, join, url_to_fs
 
 NAME = "mahnob"
 ECG_CHANNELS = ("EXG1", "EXG2", "EXG3")

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import polars as pl
 
-from physiofm.io import join, url_to_fs
 from physiofm.corpora import wfdb_tree as wfdb_dir
 from physiofm.corpora.base import Item, Record, Reject
+from physiofm.io import join, url_to_fs
 
 NAME = "ptbxl"
 DATABASE = "ptbxl_database.csv"

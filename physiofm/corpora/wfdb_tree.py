@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 
-from physiofm.io import join, url_to_fs
 from physiofm.corpora.base import Item, Record, Reject, Signal
 from physiofm.corpora.wfdb_format import Header, HeaderError, parse_header, read_signals
+from physiofm.io import join, url_to_fs
 
 NAME = "wfdb"
 

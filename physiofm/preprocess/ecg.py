@@ -12,11 +12,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from physiofm.corpora.base import Record, Reject
 from physiofm.preprocess import transforms as T
-from physiofm.units import unit_scale
 from physiofm.preprocess.leads import STANDARD_LEADS, lead_mapping
 from physiofm.preprocess.quality import drop_reason, window_flags
-from physiofm.corpora.base import Record, Reject
+from physiofm.units import unit_scale
 
 MODALITIES = ("ecg",)
 _IDENTITY = np.arange(len(STANDARD_LEADS))

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from physiofm.corpora.base import Record, Reject
 from physiofm.preprocess import transforms as T
-from physiofm.units import unit_scale
 from physiofm.preprocess.ecg import sample_key
 from physiofm.preprocess.quality import FLAGS, drop_reason, window_flags
-from physiofm.corpora.base import Record, Reject
+from physiofm.units import unit_scale
 
 MODALITIES = ("eeg", "ecg")
 BATCH_RECORDS = None  # a unit's records are prepared together: a trial's baseline meets its stimulus

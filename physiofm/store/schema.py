@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 
 import polars as pl
 
@@ -22,7 +22,7 @@ _TYPES: dict[str, pl.DataType] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(table: str, version: int = SCHEMA_VERSION) -> dict:
     path = manifests_dir() / "schema" / f"v{version}" / f"{table}.json"
     return json.loads(path.read_text())

@@ -1,1 +1,2 @@
-"""Training data: exact streaming from tar shards, random access to Zarr rows, S3 reads."""
+"""Training data: exact streaming from tar shards (:mod:`.stream`), random access to Zarr rows
+(:mod:`.zarr_dataset`), the store index both read (:mod:`.index`), S3 reads (:mod:`.s3`)."""

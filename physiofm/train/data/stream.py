@@ -50,153 +50,22 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.gopen import gopen
 
 from physiofm.io import StorageOptions
-from physiofm.units import microvolts
-from physiofm.store.layout import BUILD_INFO, Layout
 from physiofm.store.npy import header_length, npy_layout
 from physiofm.store.tar import ShardError as StreamError
 from physiofm.store.tar import iter_members
+from physiofm.train.data.index import Filters, StoreIndex
 from physiofm.train.data.s3 import BLOCK_SIZE, RETRIES, register_opener
 
-Filters = Mapping[str, Any] | pl.Expr | None
 Visit = tuple[int, int, int]  # (shard index, first selection index, end selection index)
-
-MODEL_UNIT_UV = {"ecg": 1e3, "eeg": 100.0}
-"""The unit of model inputs per modality, in µV: ECG in mV, EEG in units of 100 µV."""
-
-
-
-
-def _filter_expr(filters: Filters, columns: Sequence[str]) -> pl.Expr | None:
-    """``{"subject_id": ["01", "02"], "q_nan": False, "fold": None}`` → one polars expression."""
-    if filters is None or isinstance(filters, pl.Expr):
-        return filters
-    unknown = sorted(set(filters) - set(columns))
-    if unknown:
-        raise ValueError(f"filters name columns the manifest lacks: {unknown}")
-    exprs = []
-    for column, value in filters.items():
-        if value is None:
-            exprs.append(pl.col(column).is_null())
-        elif isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
-            exprs.append(pl.col(column).is_in(list(value)))
-        else:
-            exprs.append(pl.col(column) == value)
-    return pl.all_horizontal(exprs) if exprs else None
-
-
-@dataclass
-class StoreIndex:
-    """What the datasets need from a store, for the selected samples only, as numpy arrays.
-
-    Selection index ``j`` (0 … ``len - 1``) runs over the selected samples in store order.
-    """
-
-    url: str
-    wds_url: str  # the shards' folder, as a path or URL that any process can open
-    storage_options: StorageOptions
-    modalities: tuple[str, ...]
-    sample_shapes: dict[str, tuple[int, ...]]
-    shard_names: list[str]
-    shard_bytes: np.ndarray
-    shard_starts: np.ndarray  # selection indices where each shard's samples start (length shards + 1)
-    rows: np.ndarray  # manifest row (= Zarr row) of each selected sample
-    keys: list[str]
-    n_patches: np.ndarray
-    scales: dict[str, np.ndarray]  # factor to model units, per modality and sample
-    lead_mask: np.ndarray | None
-    label_names: tuple[str, ...]
-    labels: np.ndarray  # float32 (samples, labels), NaN where null
-
-    @classmethod
-    def load(cls, store: str, *, modalities: Sequence[str] | None = None, labels: Sequence[str] = (),
-             filters: Filters = None, rows: Sequence[int] | np.ndarray | None = None,
-             storage_options: StorageOptions | None = None) -> StoreIndex:
-        """Read ``build.json``, ``shards.parquet`` and ``manifest.parquet`` and apply the selection."""
-        layout = Layout(store, storage_options or {})
-        info = layout.read_info()
-        if info is None:
-            raise FileNotFoundError(f"{store} is not a complete physiofm store (no {BUILD_INFO})")
-        shards = layout.read_table("shards")
-        manifest = layout.read_table("manifest").with_row_index("_row")
-        available = tuple(info["modalities"])
-        chosen = tuple(modalities or available)
-        if missing := [m for m in chosen if m not in available]:
-            raise ValueError(f"{store} has modalities {list(available)}, not {missing}")
-        if (expr := _filter_expr(filters, manifest.columns)) is not None:
-            manifest = manifest.filter(expr)
-        if rows is not None:
-            manifest = manifest.filter(pl.col("_row").is_in(np.asarray(rows, dtype=np.int64).tolist()))
-        if manifest.height == 0:
-            raise ValueError(f"the filters select no sample of {store}")
-        names = shards["shard"].to_list()
-        manifest = manifest.with_columns(
-            pl.col("shard").replace_strict(names, list(range(len(names))), return_dtype=pl.Int64).alias("_shard")
-        ).sort("_shard", "shard_pos")
-        counts = np.bincount(manifest["_shard"].to_numpy(), minlength=len(names))
-        scales = {}
-        for modality in chosen:
-            units = manifest[f"{modality}_unit"]
-            try:
-                table = {unit: microvolts(unit) for unit in units.unique().to_list()}
-            except ValueError as error:
-                raise ValueError(f"{store}: {modality}: {error}") from None
-            scales[modality] = (units.replace_strict(table, return_dtype=pl.Float64).to_numpy()
-                                / MODEL_UNIT_UV[modality]).astype(np.float32)
-        for name in labels:
-            dtype = manifest.schema.get(name)
-            if dtype is None or not (dtype.is_numeric() or dtype == pl.Boolean):
-                raise ValueError(f"label column {name!r} is {dtype or 'missing'}: labels must be numeric or boolean")
-        label_values = (manifest.select(pl.col(list(labels)).cast(pl.Float32).fill_null(float("nan"))).to_numpy()
-                        if labels else np.zeros((manifest.height, 0), np.float32))
-        lead_mask = None
-        if "ecg" in chosen:
-            width = info["sample_shapes"]["ecg"][0]
-            lead_mask = manifest["ecg_lead_mask"].list.to_array(width).to_numpy().astype(bool)
-        return cls(
-            url=store, wds_url=layout.wds_url, storage_options=dict(storage_options or {}),
-            modalities=chosen,
-            sample_shapes={m: tuple(info["sample_shapes"][m]) for m in chosen},
-            shard_names=names, shard_bytes=shards["bytes"].to_numpy(),
-            shard_starts=np.concatenate([[0], np.cumsum(counts)]),
-            rows=manifest["_row"].to_numpy().astype(np.int64), keys=manifest["key"].to_list(),
-            n_patches=manifest["n_patches"].to_numpy().astype(np.int64), scales=scales,
-            lead_mask=lead_mask,
-            label_names=tuple(labels), labels=np.ascontiguousarray(label_values, dtype=np.float32),
-        )
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def shard_counts(self) -> np.ndarray:
-        return np.diff(self.shard_starts)
-
-    def fields(self, js: np.ndarray) -> dict[str, Any]:
-        """The non-signal batch fields of selection indices ``js`` (-1 marks padding)."""
-        pad = js < 0
-        safe = np.where(pad, 0, js)
-        out: dict[str, Any] = {
-            "key": ["" if j < 0 else self.keys[j] for j in js.tolist()],
-            "row": torch.from_numpy(np.where(pad, -1, self.rows[safe])),
-            "n_patches": torch.from_numpy(np.where(pad, 0, self.n_patches[safe])),
-            "pad": torch.from_numpy(pad),
-        }
-        if self.lead_mask is not None:
-            out["lead_mask"] = torch.from_numpy(self.lead_mask[safe] & ~pad[:, None])
-        if self.label_names:
-            out["labels"] = torch.from_numpy(np.where(pad[:, None], np.float32("nan"), self.labels[safe]))
-        return out
 
 
 # ---- reading shards --------------------------------------------------------------------------
@@ -488,57 +357,3 @@ class StreamingDataset(IterableDataset):
             if left:
                 raise StreamError(f"{url}: {len(left)} sample(s) of the manifest are missing or incomplete in the "
                                   f"shard (first: {next(iter(left))!r})")
-
-
-class ZarrDataset(Dataset):
-    """Random access to the selected samples of a store's Zarr arrays (map-style).
-
-    Item ``i`` is the ``i``-th selected sample, a dict with the fields of a streamed batch for
-    one sample (tensors without the batch axis, ``key`` a str, ``row``/``n_patches`` ints,
-    ``pad`` False); ``torch``'s default collate makes batches of the streaming format.  The
-    Zarr group is opened lazily in each process that reads (so DataLoader workers never use a
-    connection made before the fork); ``__getitems__`` reads a batch of rows at once.
-    """
-
-    def __init__(self, store: str, *, modalities: Sequence[str] | None = None, labels: Sequence[str] = (),
-                 filters: Filters = None, rows: Sequence[int] | np.ndarray | None = None,
-                 storage_options: StorageOptions | None = None) -> None:
-        self.index = StoreIndex.load(store, modalities=modalities, labels=labels, filters=filters, rows=rows,
-                                     storage_options=storage_options)
-        self._arrays: dict[str, Any] | None = None
-        self._pid = -1
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_arrays": None, "_pid": -1}
-
-    def _open(self) -> dict[str, Any]:
-        if self._arrays is None or self._pid != os.getpid():
-            group = Layout(self.index.url, self.index.storage_options).open_zarr("r")
-            self._arrays, self._pid = {m: group[m] for m in self.index.modalities}, os.getpid()
-        return self._arrays
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.__getitems__([i])[0]
-
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        js = np.asarray(indices, dtype=np.int64)
-        if len(js) and (js.min() < -len(self) or js.max() >= len(self)):
-            raise IndexError(f"index out of range for {len(self)} samples")
-        js %= len(self)
-        rows, inverse = np.unique(self.index.rows[js], return_inverse=True)
-        arrays = {}
-        for modality, array in self._open().items():
-            values = np.asarray(array.oindex[rows], dtype=np.float32)[inverse]
-            arrays[modality] = values * self.index.scales[modality][js].reshape(-1, *[1] * (values.ndim - 1))
-        fields = self.index.fields(js)
-        samples = []
-        for i in range(len(js)):
-            sample = {m: torch.from_numpy(arrays[m][i]) for m in arrays}
-            for name, value in fields.items():
-                item = value[i]
-                sample[name] = item.item() if name in ("row", "n_patches", "pad") else item
-            samples.append(sample)
-        return samples
