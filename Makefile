@@ -41,6 +41,7 @@ demo: setup
 	$(BIN)/physiofm report $(DEMO)/runs/eeg-only $(DEMO)/runs/ecg-only $(DEMO)/runs/fusion
 
 bench: setup
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/build_ecg.py
 	$(BIN)/python bench/build_dask.py
 	$(BIN)/python bench/build_emotion.py --subjects 8

@@ -67,8 +67,17 @@ def child(variant: str, src: Path, out: Path) -> None:
             build_start = time.perf_counter()
             summary = build(str(src), str(out), executor=executor)
     seconds = time.perf_counter() - build_start
-    print({"records": summary["records_read"], "samples": summary["samples"], "shards": summary["shards"],
-           "seconds": seconds, "startup": startup, "first": first, "client_cpu": time.process_time() - cpu})
+    print(
+        {
+            "records": summary["records_read"],
+            "samples": summary["samples"],
+            "shards": summary["shards"],
+            "seconds": seconds,
+            "startup": startup,
+            "first": first,
+            "client_cpu": time.process_time() - cpu,
+        }
+    )
 
 
 def store_bytes(out: Path) -> dict[str, int]:
@@ -94,8 +103,10 @@ def main() -> None:
     from physiofm.synth.ecg import synth_mimic_iv_ecg
 
     cores = len(os.sched_getaffinity(0))
-    print(f"physiofm build on Dask vs the local pool: {cores} cores, MIMIC-IV-ECG layout, "
-          f"12 leads, 500 Hz, 10 s, {args.records} records, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"physiofm build on Dask vs the local pool: {cores} cores, MIMIC-IV-ECG layout, "
+        f"12 leads, 500 Hz, 10 s, {args.records} records, load average {os.getloadavg()[0]:.2f}"
+    )
     work = Path(tempfile.mkdtemp(prefix="physiofm-bench-dask-"))
     try:
         src = synth_mimic_iv_ecg(work / "raw", n_records=args.records, seed=0)
@@ -112,15 +123,25 @@ def main() -> None:
                 build_info = json.loads((out / "build.json").read_text())
             shutil.rmtree(out, ignore_errors=True)
             shutil.rmtree(str(out) + "-first", ignore_errors=True)
-            extra = (f"  (cluster start {r['startup']:.1f} s; first build on fresh workers "
-                     f"{r['records'] / r['first']:.0f} records/s)") if variant.startswith("dask") else ""
-            print(f"  {variant:8s} {r['rate']:7.0f} records/s  {r['seconds']:6.2f} s  peak {r['peak_mb']:5.0f} MB  "
-                  f"client CPU {1e3 * r['client_cpu'] / r['records']:.2f} ms/record{extra}")
+            extra = (
+                (
+                    f"  (cluster start {r['startup']:.1f} s; first build on fresh workers "
+                    f"{r['records'] / r['first']:.0f} records/s)"
+                )
+                if variant.startswith("dask")
+                else ""
+            )
+            print(
+                f"  {variant:8s} {r['rate']:7.0f} records/s  {r['seconds']:6.2f} s  peak {r['peak_mb']:5.0f} MB  "
+                f"client CPU {1e3 * r['client_cpu'] / r['records']:.2f} ms/record{extra}"
+            )
         local_n, dask_1, dask_n = results[f"local-{cores}"], results["dask-1"], results[f"dask-{cores}"]
         print(f"  ratio dask-1 / local-1            : {dask_1['rate'] / results['local-1']['rate']:.2f}x")
         print(f"  ratio dask-{cores} / local-{cores}            : {dask_n['rate'] / local_n['rate']:.2f}x")
-        print(f"  ratio dask-{cores} / dask-1 (scaling)     : {dask_n['rate'] / dask_1['rate']:.2f}x on {cores} cores "
-              f"(the client and scheduler share them)")
+        print(
+            f"  ratio dask-{cores} / dask-1 (scaling)     : {dask_n['rate'] / dask_1['rate']:.2f}x on {cores} cores "
+            f"(the client and scheduler share them)"
+        )
 
         n = results["local-1"]["records"]
         per_record = {k: v / n for k, v in sizes.items()}
@@ -128,18 +149,28 @@ def main() -> None:
         total = MIMIC_RECORDS * sum(per_record.values())
         seconds_per_record = 1 / dask_1["rate"]
         samples = MIMIC_RECORDS * results["local-1"]["samples"] / n
-        print(f"\nProjection to MIMIC-IV-ECG ({MIMIC_RECORDS:,} records; recipe dtype {build_info['dtype']}, "
-              f"shard_size {shard_size}), from this run:")
+        print(
+            f"\nProjection to MIMIC-IV-ECG ({MIMIC_RECORDS:,} records; recipe dtype {build_info['dtype']}, "
+            f"shard_size {shard_size}), from this run:"
+        )
         print(f"  source read: {raw_bytes / n / 1e3:.0f} kB/record -> {MIMIC_RECORDS * raw_bytes / n / 1e9:.0f} GB")
-        print(f"  store: {sum(per_record.values()) / 1e3:.0f} kB/record (tar {per_record['wds'] / 1e3:.0f}, "
-              f"zarr {per_record['zarr'] / 1e3:.0f}, tables {per_record['tables'] / 1e3:.2f}) -> {total / 1e9:.0f} GB")
-        print(f"  {samples:,.0f} samples in {-(-samples // shard_size):,.0f} tar shards of "
-              f"{shard_size * sizes['wds'] / results['local-1']['samples'] / 1e6:.0f} MB, and as many Zarr tasks")
+        print(
+            f"  store: {sum(per_record.values()) / 1e3:.0f} kB/record (tar {per_record['wds'] / 1e3:.0f}, "
+            f"zarr {per_record['zarr'] / 1e3:.0f}, tables {per_record['tables'] / 1e3:.2f}) -> {total / 1e9:.0f} GB"
+        )
+        print(
+            f"  {samples:,.0f} samples in {-(-samples // shard_size):,.0f} tar shards of "
+            f"{shard_size * sizes['wds'] / results['local-1']['samples'] / 1e6:.0f} MB, and as many Zarr tasks"
+        )
         client = dask_n["client_cpu"] / dask_n["records"]
-        print(f"  one Dask worker: {1e3 * seconds_per_record:.1f} ms/record -> "
-              f"{MIMIC_RECORDS * seconds_per_record / 3600:.1f} worker-hours of CPU")
-        print(f"  the client: {1e3 * client:.2f} ms CPU/record -> {MIMIC_RECORDS * client / 60:.1f} min in all "
-              f"(at most that much is serial: listing, results, Parquet tables)")
+        print(
+            f"  one Dask worker: {1e3 * seconds_per_record:.1f} ms/record -> "
+            f"{MIMIC_RECORDS * seconds_per_record / 3600:.1f} worker-hours of CPU"
+        )
+        print(
+            f"  the client: {1e3 * client:.2f} ms CPU/record -> {MIMIC_RECORDS * client / 60:.1f} min in all "
+            f"(at most that much is serial: listing, results, Parquet tables)"
+        )
         io = raw_bytes / n + sum(per_record.values()) + per_record["wds"]  # read, write, tar re-read (Zarr)
         print(f"  I/O: {io / 1e3:.0f} kB/record, {io / seconds_per_record / 1e6:.0f} MB/s per busy worker")
         for workers in (2, 8, 32, 128):

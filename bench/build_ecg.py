@@ -42,13 +42,13 @@ def naive(src: Path, out: Path) -> int:
     for header in sorted(src.rglob("*.hea")):
         lines = header.read_text().splitlines()
         n_sig, fs, n = (int(float(x)) for x in lines[0].split()[1:4])
-        gains = np.array([float(line.split()[2].split("/")[0]) for line in lines[1:1 + n_sig]])
+        gains = np.array([float(line.split()[2].split("/")[0]) for line in lines[1 : 1 + n_sig]])
         x = scipy.io.loadmat(str(header.with_suffix(".mat")))["val"].astype(np.float64) / gains[:, None]
         x = signal.resample(x, int(n * 200 / fs), axis=1)
         for lead in range(n_sig):
             x[lead] = signal.filtfilt(b, a, x[lead])
         for w in range(x.shape[1] // 2000):
-            np.save(out / f"{header.stem}_{w}.npy", x[:, w * 2000:(w + 1) * 2000].reshape(n_sig, 10, 200))
+            np.save(out / f"{header.stem}_{w}.npy", x[:, w * 2000 : (w + 1) * 2000].reshape(n_sig, 10, 200))
         count += 1
     return count
 
@@ -62,7 +62,7 @@ def floor(src: Path) -> int:
     items = challenge.list_items(str(src))
     count = 0
     for start in range(0, len(items), 64):
-        records = list(challenge.read(str(src), items[start:start + 64]))
+        records = list(challenge.read(str(src), items[start : start + 64]))
         x = np.stack([r.signals["ecg"].data for r in records])
         T.bandpass(T.resample(x, 500, 200), 200, 0.5, 45.0)
         count += len(records)
@@ -116,8 +116,10 @@ def main() -> None:
         for size in args.sizes:
             started = time.perf_counter()
             src = synth_challenge(work / f"raw{size}", n_records=size, seed=0, subsets=("georgia",))
-            print(f"\n{size} records generated in {time.perf_counter() - started:.1f} s "
-                  f"({sum(p.stat().st_size for p in src.rglob('*')) / 2**20:.0f} MB)")
+            print(
+                f"\n{size} records generated in {time.perf_counter() - started:.1f} s "
+                f"({sum(p.stat().st_size for p in src.rglob('*')) / 2**20:.0f} MB)"
+            )
             results = {}
             for variant in variants:
                 results[variant] = measure(variant, src, work / f"{variant}-{size}")
@@ -126,8 +128,10 @@ def main() -> None:
                 print(f"  {variant:8s} {r['rate']:8.0f} records/s  {r['seconds']:6.2f} s  peak {r['peak_mb']:6.0f} MB")
             best = results[f"build-{cores}"]["rate"]
             print(f"  ratio build-{cores} / naive          : {best / results['naive']['rate']:.2f}x  (aim >= 2)")
-            print(f"  ratio build-{cores} / (floor x {cores})    : "
-                  f"{best / (results['floor']['rate'] * cores):.2f}  (aim >= 0.70)")
+            print(
+                f"  ratio build-{cores} / (floor x {cores})    : "
+                f"{best / (results['floor']['rate'] * cores):.2f}  (aim >= 0.70)"
+            )
             print(f"  ratio build-1 / floor            : {results['build-1']['rate'] / results['floor']['rate']:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -62,19 +62,27 @@ def main() -> None:
         started = time.perf_counter()
         src = synth_dreamer(work / "raw", subjects=args.subjects, seed=0, clip_seconds=args.clip_seconds)
         size = (src / "DREAMER.mat").stat().st_size
-        print(f"DREAMER layout: {args.subjects} subjects x 18 clips x {args.clip_seconds:g} s, "
-              f"{size / 2**20:.0f} MB on disk (compressed), generated in {time.perf_counter() - started:.0f} s")
+        print(
+            f"DREAMER layout: {args.subjects} subjects x 18 clips x {args.clip_seconds:g} s, "
+            f"{size / 2**20:.0f} MB on disk (compressed), generated in {time.perf_counter() - started:.0f} s"
+        )
         ours = measure_command([sys.executable, "-c", PHYSIOFM, str(src), str(work / "store")], cwd=ROOT)
-        print(f"  physiofm (EEG+ECG, 2 jobs)   {ours['seconds']:6.1f} s   peak {ours['peak_mb']:6.0f} MB   "
-              f"{ours['result']['samples']} paired samples")
+        print(
+            f"  physiofm (EEG+ECG, 2 jobs)   {ours['seconds']:6.1f} s   peak {ours['peak_mb']:6.0f} MB   "
+            f"{ours['result']['samples']} paired samples"
+        )
         if not args.torcheeg_python:
             print("  TorchEEG: skipped (no --torcheeg-python given)")
             return
         peer = measure_command([args.torcheeg_python, "-c", TORCHEEG, str(src), str(work / "torcheeg")], cwd=work)
-        print(f"  TorchEEG (EEG only, 2 workers) {peer['seconds']:6.1f} s   peak {peer['peak_mb']:6.0f} MB   "
-              f"{peer['result']['samples']} EEG samples")
-        print(f"  speed-up physiofm / TorchEEG  {peer['seconds'] / ours['seconds']:.1f}x  (aim >= 5)   "
-              f"memory ratio {ours['peak_mb'] / peer['peak_mb']:.2f}")
+        print(
+            f"  TorchEEG (EEG only, 2 workers) {peer['seconds']:6.1f} s   peak {peer['peak_mb']:6.0f} MB   "
+            f"{peer['result']['samples']} EEG samples"
+        )
+        print(
+            f"  speed-up physiofm / TorchEEG  {peer['seconds'] / ours['seconds']:.1f}x  (aim >= 5)   "
+            f"memory ratio {ours['peak_mb'] / peer['peak_mb']:.2f}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

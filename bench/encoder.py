@@ -47,7 +47,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from physiofm.models import CBraMod  # noqa: E402
+from physiofm.models import create_model  # noqa: E402
 
 BRAINDECODE = {"forward": 102.0, "train": 23.0}  # samples/s, (16, 12, 10, 200), float32, 2 cores
 SHAPES = ((16, 12, 10, 200), (16, 14, 10, 200))
@@ -82,8 +82,9 @@ class MultiheadSelfAttention(nn.MultiheadAttention):
 
 
 class ReferenceLayer(nn.Module):
-    def __init__(self, attention: str, d_model: int = 200, nhead: int = 8, dim_feedforward: int = 800,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self, attention: str, d_model: int = 200, nhead: int = 8, dim_feedforward: int = 800, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         if attention == "mha":
             self.self_attn_s = MultiheadSelfAttention(d_model // 2, nhead // 2, dropout=dropout, batch_first=True)
@@ -100,7 +101,7 @@ class ReferenceLayer(nn.Module):
         h = self.norm1(x)
         xs = h[..., : D // 2].transpose(1, 2).contiguous().view(B * N, C, D // 2)
         xs = self.self_attn_s(xs).view(B, N, C, D // 2).transpose(1, 2).contiguous()
-        xt = h[..., D // 2:].contiguous().view(B * C, N, D // 2)
+        xt = h[..., D // 2 :].contiguous().view(B * C, N, D // 2)
         xt = self.self_attn_t(xt).view(B, C, N, D // 2)
         x = x + self.dropout1(torch.cat((xs, xt), dim=3))
         return x + self.dropout2(self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(x))))))
@@ -112,9 +113,16 @@ class ReferenceEmbedding(nn.Module):
         self.positional_encoding = nn.Sequential(nn.Conv2d(d_model, d_model, (19, 7), (1, 1), (9, 3), groups=d_model))
         self.mask_encoding = nn.Parameter(torch.zeros(200), requires_grad=False)
         self.proj_in = nn.Sequential(
-            nn.Conv2d(1, 25, (1, 49), (1, 25), (0, 24)), nn.GroupNorm(5, 25), nn.GELU(),
-            nn.Conv2d(25, 25, (1, 3), (1, 1), (0, 1)), nn.GroupNorm(5, 25), nn.GELU(),
-            nn.Conv2d(25, 25, (1, 3), (1, 1), (0, 1)), nn.GroupNorm(5, 25), nn.GELU())
+            nn.Conv2d(1, 25, (1, 49), (1, 25), (0, 24)),
+            nn.GroupNorm(5, 25),
+            nn.GELU(),
+            nn.Conv2d(25, 25, (1, 3), (1, 1), (0, 1)),
+            nn.GroupNorm(5, 25),
+            nn.GELU(),
+            nn.Conv2d(25, 25, (1, 3), (1, 1), (0, 1)),
+            nn.GroupNorm(5, 25),
+            nn.GELU(),
+        )
         self.spectral_proj = nn.Sequential(nn.Linear(101, d_model), nn.Dropout(0.1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,7 +203,7 @@ def peak_bytes(step: Callable[[], None]) -> int:
 def measure(shape: tuple[int, ...], bf16: bool, compiled: bool, repeats: int, upstream: bool) -> dict:
     """Rates (best, median), speed-up of ours over each model and peak memory, per model and mode."""
     torch.manual_seed(0)
-    ours = CBraMod()
+    ours = create_model("cbramod-base")
     models: dict[str, nn.Module] = {"ours": ours, "reference": Reference()}
     if upstream:
         models["upstream"] = Reference(attention="mha")
@@ -223,8 +231,11 @@ def measure(shape: tuple[int, ...], bf16: bool, compiled: bool, repeats: int, up
                 step()
                 times[name].append(time.perf_counter() - start)
         for name, spent in times.items():
-            result[name, mode].update(best=shape[0] / min(spent), median=shape[0] / statistics.median(spent),
-                                      speedup=statistics.median(a / b for a, b in zip(spent, times["ours"])))
+            result[name, mode].update(
+                best=shape[0] / min(spent),
+                median=shape[0] / statistics.median(spent),
+                speedup=statistics.median(a / b for a, b in zip(spent, times["ours"])),
+            )
     return result
 
 
@@ -232,13 +243,14 @@ def report(shape: tuple[int, ...], dtype: str, compiled: bool, result: dict) -> 
     label = f"({', '.join(map(str, shape))}) {dtype} {'compiled' if compiled else 'eager'}"
     for mode in MODES:
         ours, ref = result["ours", mode], result["reference", mode]
-        line = (f"{label:34s} {mode:7s} ours {ours['best']:6.1f} [{ours['median']:5.1f}]  "
-                f"ref {ref['best']:6.1f} [{ref['median']:5.1f}]  ours/ref {ref['speedup']:4.2f}x  "
-                f"peak MB/sample ours {ours['mb']:4.1f} ref {ref['mb']:4.1f}")
+        line = (
+            f"{label:34s} {mode:7s} ours {ours['best']:6.1f} [{ours['median']:5.1f}]  "
+            f"ref {ref['best']:6.1f} [{ref['median']:5.1f}]  ours/ref {ref['speedup']:4.2f}x  "
+            f"peak MB/sample ours {ours['mb']:4.1f} ref {ref['mb']:4.1f}"
+        )
         if ("upstream", mode) in result:
             up = result["upstream", mode]
-            line += (f"  | upstream-MHA {up['best']:6.1f} [{up['median']:5.1f}] "
-                     f"ours/it {up['speedup']:4.2f}x")
+            line += f"  | upstream-MHA {up['best']:6.1f} [{up['median']:5.1f}] ours/it {up['speedup']:4.2f}x"
         if shape[1] == 12 and dtype == "fp32":
             line += f"  | ours/braindecode({BRAINDECODE[mode]:.0f}) {ours['best'] / BRAINDECODE[mode]:4.2f}x"
         print(line, flush=True)
@@ -246,17 +258,27 @@ def report(shape: tuple[int, ...], dtype: str, compiled: bool, result: dict) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--compile", action="store_true",
-                        help="also time torch.compile'd models, float32, first shape (compiling takes minutes)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time torch.compile'd models, float32, first shape (compiling takes minutes)",
+    )
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--repeats", type=int, default=8,
-                        help="timed forward+backward steps per model (float32); forward steps: 3x as many")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=8,
+        help="timed forward+backward steps per model (float32); forward steps: 3x as many",
+    )
     parser.add_argument("--bf16-repeats", type=int, default=1, help="the same under bfloat16 autocast")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    print(f"CBraMod encoder on the CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.2f}; samples/s from the fastest of the timed steps [median]", flush=True)
+    print(
+        f"CBraMod encoder on the CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"load average {os.getloadavg()[0]:.2f}; samples/s from the fastest of the timed steps [median]",
+        flush=True,
+    )
     configs = [(shape, dtype, False) for dtype in ("fp32", "bf16") for shape in SHAPES]
     if args.compile:
         configs.insert(len(SHAPES), (SHAPES[0], "fp32", True))

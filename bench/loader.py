@@ -94,9 +94,11 @@ def main() -> None:
         summary = build(str(raw), str(work / "store"), jobs=os.cpu_count() or 1, shard_size=args.shard_size)
         shards = sorted((work / "store" / "wds").glob("*.tar"))
         samples, size = summary["samples"], sum(p.stat().st_size for p in shards)
-        print(f"loader benchmark: {os.cpu_count()} cores, {samples} samples (12×10×200 float32) in {len(shards)} "
-              f"shards, {size / 2**20:.0f} MiB, batch {args.batch_size}; store built in "
-              f"{time.perf_counter() - started:.0f} s")
+        print(
+            f"loader benchmark: {os.cpu_count()} cores, {samples} samples (12×10×200 float32) in {len(shards)} "
+            f"shards, {size / 2**20:.0f} MiB, batch {args.batch_size}; store built in "
+            f"{time.perf_counter() - started:.0f} s"
+        )
 
         def read_whole() -> int:
             for path in shards:
@@ -116,8 +118,9 @@ def main() -> None:
         for workers in (0, 1, 2):
             whole.append(best_rate(samples, read_whole, args.repeats))
             pieces.append(best_rate(samples, read_pieces, args.repeats))
-            rates[f"local, {workers} workers"] = best_rate(samples, epoch(str(work / "store"), args.batch_size,
-                                                                            workers), args.repeats)
+            rates[f"local, {workers} workers"] = best_rate(
+                samples, epoch(str(work / "store"), args.batch_size, workers), args.repeats
+            )
         raw_rate, piece_rate = max(whole), max(pieces)
 
         server, endpoint = start_moto()
@@ -135,13 +138,15 @@ def main() -> None:
                     for start in range(0, length, block):
                         fs.cat_file(path, start=start, end=min(start + block, length))
                 return samples
+
             return run
 
         s3_whole = best_rate(samples, read_s3(size), args.repeats)
         s3_raw = best_rate(samples, read_s3(BLOCK_SIZE), args.repeats)
         for workers in (0, 2):
-            rates[f"s3, {workers} workers"] = best_rate(samples, epoch("s3://bench/store", args.batch_size, workers,
-                                                                     options), args.repeats)
+            rates[f"s3, {workers} workers"] = best_rate(
+                samples, epoch("s3://bench/store", args.batch_size, workers, options), args.repeats
+            )
 
         gib = size / samples / 2**30
         print(f"\n  {'raw open().read()':22s} {raw_rate:9.0f} samples/s  {raw_rate * gib:5.2f} GiB/s")
@@ -150,7 +155,9 @@ def main() -> None:
         print(f"  {'s3 raw, 8-MiB ranges':22s} {s3_raw:9.0f} samples/s  {s3_raw * gib:5.2f} GiB/s")
         for name, rate in rates.items():
             if name.startswith("local"):
-                ratios = f"/ raw open().read(): {rate / raw_rate:.2f} (aim >= 0.5), / 1-MiB reads: {rate / piece_rate:.2f}"
+                ratios = (
+                    f"/ raw open().read(): {rate / raw_rate:.2f} (aim >= 0.5), / 1-MiB reads: {rate / piece_rate:.2f}"
+                )
             else:
                 ratios = f"/ s3 raw ranges: {rate / s3_raw:.2f}, / raw open().read(): {rate / raw_rate:.2f}"
             print(f"  {name:22s} {rate:9.0f} samples/s  {ratios}")

@@ -1,12 +1,16 @@
 """Benchmark: optimisation steps/s of pretraining and fine-tuning (model + masking + loss + AdamW).
 
-Pretraining: CBraMod (12 layers, the published size) on ECG batches (16, 12, 10, 200) with dual
-masking and the masked MSE.  Fine-tuning: the fusion classifier (EEG encoder on (16, 14, 10, 200) +
-ECG encoder on (16, 2, 10, 200), both 12 layers) with BCE on three targets.  Inputs are random
-tensors of the real shapes (the loader is measured by bench/loader.py).  On a GPU, prints the share
-of the device's peak bf16 throughput reached, from the FLOPs torch counts for one step.
+Pretraining: CBraMod (``--model``, by default ``cbramod-base``, the published size) on ECG batches
+(16, 12, 10, 200) with dual masking and the masked MSE.  Fine-tuning: the fusion classifier (EEG
+encoder on (16, 14, 10, 200) + ECG encoder on (16, 2, 10, 200), both of that size) with BCE on
+three targets.  Both go through the training commands' own step
+(:func:`physiofm.train.step.optimisation_step`: global mean, backward, clipping, AdamW, schedule).
+Inputs are random tensors of the real shapes (the loader is measured by bench/loader.py).  On a
+GPU, prints the share of the device's peak bf16 throughput reached, from the FLOPs torch counts
+for one step.
 
-Usage: ``python bench/train_step.py [--device cpu|cuda] [--steps 5] [--layers 12] [--peak-tflops 989]``.
+Usage: ``python bench/train_step.py [--device cpu|cuda] [--steps 5] [--model cbramod-base] [--layers N]
+[--peak-tflops 989]``.
 """
 
 from __future__ import annotations
@@ -20,41 +24,47 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from physiofm.models import CBraMod, DualMasking, FusionClassifier, masked_mse  # noqa: E402
-from physiofm.train.loop import autocast  # noqa: E402
+from physiofm.models import MODEL_SIZES, DualMasking, FusionClassifier, create_model, masked_squared_error  # noqa: E402
+from physiofm.train.loop import autocast, cosine_with_warmup  # noqa: E402
+from physiofm.train.step import optimisation_step  # noqa: E402
 
 
-def pretrain_step(layers: int, device: torch.device, precision: str):
-    model = CBraMod(n_layer=layers).to(device)
+def encoder(name: str, layers: int | None) -> torch.nn.Module:
+    """A fresh encoder of the named size, with ``layers`` layers when given."""
+    return create_model(name, **({"n_layer": layers} if layers else {}))
+
+
+def pretrain_step(name: str, layers: int | None, device: torch.device, precision: str):
+    model = encoder(name, layers).to(device)
     masking = DualMasking()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
+    scheduler = cosine_with_warmup(optimizer, 10, 1000)
     x = torch.randn(16, 12, 10, 200, device=device)
     generator = torch.Generator().manual_seed(0)
 
     def step():
         _, mask = masking(x, generator=generator)
         with autocast(device, precision):
-            loss = masked_mse(model(x, mask=mask).float(), x, mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+            prediction = model(x, mask=mask)
+        error, patches = masked_squared_error(prediction.float(), x, mask)
+        optimisation_step(error, patches, model, optimizer, scheduler, 1.0, per_count=x.shape[-1])
+
     return step
 
 
-def finetune_step(layers: int, device: torch.device, precision: str):
-    model = FusionClassifier(eeg=CBraMod(n_layer=layers), ecg=CBraMod(n_layer=layers), n_targets=3).to(device)
+def finetune_step(name: str, layers: int | None, device: torch.device, precision: str):
+    model = FusionClassifier(eeg=encoder(name, layers), ecg=encoder(name, layers), n_targets=3).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scheduler = cosine_with_warmup(optimizer, 10, 1000)
     eeg, ecg = torch.randn(16, 14, 10, 200, device=device), torch.randn(16, 2, 10, 200, device=device)
     target = torch.randint(0, 2, (16, 3), device=device).float()
 
     def step():
         with autocast(device, precision):
             logits = model(eeg=eeg, ecg=ecg)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        error = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target, reduction="sum")
+        optimisation_step(error, torch.tensor(target.numel()), model, optimizer, scheduler, 1.0)
+
     return step
 
 
@@ -71,17 +81,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--model", default="cbramod-base", choices=list(MODEL_SIZES))
+    parser.add_argument("--layers", type=int, default=None, help="override the model's number of layers")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="device peak bf16 dense TFLOP/s (H100 SXM)")
     args = parser.parse_args()
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    print(f"training steps on {device} ({torch.get_num_threads()} threads), batch 16, {args.layers} layers")
-    for name, make in (("pretrain (ECG 12x10x200, dual masking)", pretrain_step),
-                       ("finetune (fusion EEG 14 + ECG 2 leads)", finetune_step)):
-        for precision in (("fp32", "bf16") if device.type == "cuda" else ("fp32",)):
+    layers = args.layers or MODEL_SIZES[args.model]["n_layer"]
+    print(f"training steps on {device} ({torch.get_num_threads()} threads), batch 16, {args.model}, {layers} layers")
+    for name, make in (
+        ("pretrain (ECG 12x10x200, dual masking)", pretrain_step),
+        ("finetune (fusion EEG 14 + ECG 2 leads)", finetune_step),
+    ):
+        for precision in ("fp32", "bf16") if device.type == "cuda" else ("fp32",):
             torch.manual_seed(0)
-            step = make(args.layers, device, precision)
+            step = make(args.model, args.layers, device, precision)
             for _ in range(2):
                 step()
             sync()

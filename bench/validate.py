@@ -51,24 +51,32 @@ def main() -> None:
         started = time.perf_counter()
         synth_challenge(raw, n_records=args.records, seed=0)
         summary = build(str(raw), str(store), jobs=args.jobs)
-        print(f"store: {summary['samples']} samples in {summary['shards']} shards "
-              f"(built in {time.perf_counter() - started:.0f} s)")
+        print(
+            f"store: {summary['samples']} samples in {summary['shards']} shards "
+            f"(built in {time.perf_counter() - started:.0f} s)"
+        )
         n = summary["samples"]
         size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
         tables = sum((store / f"{t}.parquet").stat().st_size for t in ("manifest", "shards", "rejects"))
         validate(str(store), sample=0)  # warm-up: imports, page cache
-        runs = {"indexes only (sample=0)": measure(store, 3, sample=0),
-                "default (sample=64)": measure(store, 3),
-                "deep": measure(store, 1, deep=True)}
+        runs = {
+            "indexes only (sample=0)": measure(store, 3, sample=0),
+            "default (sample=64)": measure(store, 3),
+            "deep": measure(store, 1, deep=True),
+        }
         print(f"{'check':<26}{'seconds':>9}{'MB read':>10}{'samples/s':>11}")
         for name, (seconds, read) in runs.items():
             print(f"{name:<26}{seconds:9.2f}{read / 1e6:10.1f}{n / seconds:11.0f}")
         (t_index, r_index), (t_default, r_default), (t_deep, r_deep) = runs.values()
         scale = args.samples / n
-        print(f"\nstore {size / 1e6:.0f} MB, tables {tables / 1e6:.2f} MB; deep / default time: {t_deep / t_default:.1f}x")
+        print(
+            f"\nstore {size / 1e6:.0f} MB, tables {tables / 1e6:.2f} MB; deep / default time: {t_deep / t_default:.1f}x"
+        )
         print(f"projection to {args.samples} samples (x{scale:.0f}):")
-        print(f"  default: reads ~{(r_index * scale + r_default - r_index) / 1e6:.0f} MB "
-              f"(tables x{scale:.0f}, one shard as now) in ~{t_index * scale + t_default - t_index:.1f} s")
+        print(
+            f"  default: reads ~{(r_index * scale + r_default - r_index) / 1e6:.0f} MB "
+            f"(tables x{scale:.0f}, one shard as now) in ~{t_index * scale + t_default - t_index:.1f} s"
+        )
         print(f"  deep:    reads ~{r_deep * scale / 1e9:.1f} GB in ~{t_deep * scale:.0f} s")
 
 

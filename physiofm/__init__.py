@@ -48,7 +48,9 @@ def __getattr__(name: str) -> Any:
     if name not in _API:
         raise AttributeError(f"module 'physiofm' has no attribute {name!r}")
     module, attribute = _API[name]
-    value = importlib.import_module(module) if attribute is None else getattr(importlib.import_module(module), attribute)
+    value = (
+        importlib.import_module(module) if attribute is None else getattr(importlib.import_module(module), attribute)
+    )
     globals()[name] = value
     return value
 

@@ -25,8 +25,6 @@ def _choices(name: str, values) -> type[Enum]:
     return Enum(name, {value: value for value in values}, type=str)
 
 
-EcgFormat = _choices("EcgFormat", ("auto", *registry.names("ecg")))
-EmotionDataset = _choices("EmotionDataset", ("auto", *registry.names("emotion")))
 Corpus = _choices("Corpus", registry.names())
 ExecutorChoice = _choices("ExecutorChoice", ("local", "dask", "dask-local"))  # physiofm.store.executors.EXECUTORS
 DtypeChoice = _choices("DtypeChoice", ("float32", "float16"))
@@ -44,11 +42,15 @@ Jobs = Annotated[int | None, typer.Option("--jobs", "-j", help="worker processes
 Recipe = Annotated[str | None, typer.Option(help="recipe name (manifests/recipes) or .toml path")]
 ShardSize = Annotated[int | None, typer.Option(help="target samples per shard")]
 Dtype = Annotated[DtypeChoice | None, typer.Option(help="sample dtype (default: the recipe's)")]
-ExecutorName = Annotated[ExecutorChoice, typer.Option(
-    "--executor", help="local (process pool), dask (a running cluster: --scheduler) or dask-local")]
+ExecutorName = Annotated[
+    ExecutorChoice,
+    typer.Option("--executor", help="local (process pool), dask (a running cluster: --scheduler) or dask-local"),
+]
 Scheduler = Annotated[str | None, typer.Option(help="Dask scheduler address, tcp://HOST:PORT (--executor dask)")]
-StorageOption = Annotated[list[str] | None, typer.Option(
-    "--storage-option", "-o", help="fsspec storage option KEY=VALUE for OUT (repeatable)")]
+StorageOption = Annotated[
+    list[str] | None,
+    typer.Option("--storage-option", "-o", help="fsspec storage option KEY=VALUE for OUT (repeatable)"),
+]
 
 
 def _run_build(**kwargs) -> None:
@@ -60,8 +62,14 @@ def _run_build(**kwargs) -> None:
     executor_name, scheduler = kwargs.pop("executor").value, kwargs.pop("scheduler")
     kwargs["fmt"] = kwargs["fmt"].value
     kwargs["dtype"] = kwargs["dtype"].value if kwargs["dtype"] else None
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("building shards", total=None)
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -81,9 +89,14 @@ def _run_build(**kwargs) -> None:
 def _print_summary(summary: dict) -> None:
     table = Table(title=f"{summary['dataset']} → {summary['out']} ({summary['status']})", show_header=False)
     rate = summary["records_read"] / summary["seconds"] if summary["seconds"] else 0.0
-    for label, key in (("items listed", "items"), ("records read", "records_read"),
-                       ("records rejected", "records_rejected"), ("windows written", "samples"),
-                       ("windows rejected", "windows_rejected"), ("shards", "shards")):
+    for label, key in (
+        ("items listed", "items"),
+        ("records read", "records_read"),
+        ("records rejected", "records_rejected"),
+        ("windows written", "samples"),
+        ("windows rejected", "windows_rejected"),
+        ("shards", "shards"),
+    ):
         table.add_row(label, str(summary[key]))
     table.add_row("time", f"{summary['seconds']:.1f} s ({rate:.0f} records/s)")
     for reason, count in summary.get("rejected_by_reason", {}).items():
@@ -91,30 +104,67 @@ def _print_summary(summary: dict) -> None:
     Console().print(table)
 
 
-@build_app.command("ecg")
-def build_ecg(
-    source: Annotated[str, typer.Argument(help="archive folder or URL")],
-    out: Annotated[str, typer.Argument(help="store folder or s3:// URL")],
-    format: Annotated[EcgFormat, typer.Option(help="archive layout (auto: detect it)")] = "auto",
-    recipe: Recipe = None, jobs: Jobs = None, shard_size: ShardSize = None, dtype: Dtype = None,
-    storage_option: StorageOption = None, executor: ExecutorName = "local", scheduler: Scheduler = None,
-) -> None:
-    """Build an ECG store: 12 standard leads, 200 Hz, windows of (12, N, 200) patches."""
-    _run_build(source=source, out=out, fmt=format, kind="ecg", recipe=recipe, jobs=jobs,
-               shard_size=shard_size, dtype=dtype, storage_option=storage_option, executor=executor, scheduler=scheduler)
+BUILD_HELP = {
+    "ecg": ("archive", "Build an ECG store: 12 standard leads, 200 Hz, windows of (12, N, 200) patches."),
+    "emotion": ("dataset", "Build a paired EEG+ECG store from an emotion dataset (one sample = both modalities)."),
+}
 
 
-@build_app.command("emotion")
-def build_emotion(
-    source: Annotated[str, typer.Argument(help="dataset folder or URL")],
-    out: Annotated[str, typer.Argument(help="store folder or s3:// URL")],
-    dataset: Annotated[EmotionDataset, typer.Option(help="dataset layout (auto: detect it)")] = "auto",
-    recipe: Recipe = None, jobs: Jobs = None, shard_size: ShardSize = None, dtype: Dtype = None,
-    storage_option: StorageOption = None, executor: ExecutorName = "local", scheduler: Scheduler = None,
-) -> None:
-    """Build a paired EEG+ECG store from an emotion dataset (one sample = both modalities)."""
-    _run_build(source=source, out=out, fmt=dataset, kind="emotion", recipe=recipe, jobs=jobs,
-               shard_size=shard_size, dtype=dtype, storage_option=storage_option, executor=executor, scheduler=scheduler)
+def _build_command(kind: str):
+    """``physiofm build KIND``: the same options for every corpus kind, its layouts as the choices."""
+    noun, summary = BUILD_HELP[kind]
+    layouts = _choices(f"{kind.title()}Layout", ("auto", *registry.names(kind)))
+
+    def command(
+        source,
+        out,
+        layout="auto",
+        recipe=None,
+        jobs=None,
+        shard_size=None,
+        dtype=None,
+        storage_option=None,
+        executor="local",
+        scheduler=None,
+    ) -> None:
+        _run_build(
+            source=source,
+            out=out,
+            fmt=layout,
+            kind=kind,
+            recipe=recipe,
+            jobs=jobs,
+            shard_size=shard_size,
+            dtype=dtype,
+            storage_option=storage_option,
+            executor=executor,
+            scheduler=scheduler,
+        )
+
+    command.__doc__ = summary
+    command.__annotations__ = {
+        "source": Annotated[str, typer.Argument(help=f"{noun} folder or URL")],
+        "out": Annotated[str, typer.Argument(help="store folder or s3:// URL")],
+        "layout": Annotated[
+            layouts,
+            typer.Option(
+                "--format", *(("--dataset",) if kind == "emotion" else ()), help=f"{noun} layout (auto: detect it)"
+            ),
+        ],
+        "recipe": Recipe,
+        "jobs": Jobs,
+        "shard_size": ShardSize,
+        "dtype": Dtype,
+        "storage_option": StorageOption,
+        "executor": ExecutorName,
+        "scheduler": Scheduler,
+        "return": None,
+    }
+    return command
+
+
+for _kind in registry.KINDS:
+    build_app.command(_kind)(_build_command(_kind))
 
 
 @app.command()
@@ -137,7 +187,9 @@ def validate(
     store: Annotated[str, typer.Argument(help="store folder or s3:// URL")],
     deep: Annotated[bool, typer.Option("--deep", help="hash every shard and compare every sample with Zarr")] = False,
     json_report: Annotated[Path | None, typer.Option("--json", help="write a machine-readable report here")] = None,
-    sample: Annotated[int, typer.Option(help="samples read (as whole shards) and compared with Zarr without --deep")] = 64,
+    sample: Annotated[
+        int, typer.Option(help="samples read (as whole shards) and compared with Zarr without --deep")
+    ] = 64,
     seed: Annotated[int, typer.Option(help="which shards the sample reads")] = 0,
     storage_option: StorageOption = None,
 ) -> None:
@@ -155,8 +207,14 @@ def validate(
 
 Device = Annotated[DeviceChoice, typer.Option(help="where to train (auto: CUDA when available)")]
 BatchSize = Annotated[int, typer.Option(help="samples per step in each process (torchrun: N processes take N ×)")]
-Ddp = Annotated[bool, typer.Option("--ddp", help="require a torchrun launch: one process per rank, gloo on the CPU, "
-                                                 "nccl on GPUs (a launch is used when detected anyway)")]
+Ddp = Annotated[
+    bool,
+    typer.Option(
+        "--ddp",
+        help="require a torchrun launch: one process per rank, gloo on the CPU, "
+        "nccl on GPUs (a launch is used when detected anyway)",
+    ),
+]
 
 
 def _sizes(layers: int | None) -> dict:
@@ -179,13 +237,19 @@ def pretrain(
     store: Annotated[str, typer.Argument(help="ECG (or EEG) store")],
     out: Annotated[str, typer.Option("--out", help="run folder")],
     modality: Annotated[Modality, typer.Option(help="which modality of the store to pretrain on")] = "ecg",
-    epochs: int = 1, max_steps: Annotated[int | None, typer.Option()] = None, batch_size: BatchSize = 32,
-    lr: float = 5e-4, workers: int = 0, device: Device = "auto", seed: int = 0,
+    epochs: int = 1,
+    max_steps: Annotated[int | None, typer.Option()] = None,
+    batch_size: BatchSize = 32,
+    lr: float = 5e-4,
+    workers: int = 0,
+    device: Device = "auto",
+    seed: int = 0,
     resume: Annotated[bool, typer.Option("--resume")] = False,
     checkpoint_every: int = 100,
     layers: Annotated[int | None, typer.Option(help="encoder layers (default 12, as CBraMod)")] = None,
     mask: Annotated[MaskMode, typer.Option(help="masking: intra-lead patches, whole leads, or both")] = "dual",
-    storage_option: StorageOption = None, ddp: Ddp = False,
+    storage_option: StorageOption = None,
+    ddp: Ddp = False,
 ) -> None:
     """Dual-masking reconstruction pretraining of a CBraMod encoder (data-parallel under torchrun)."""
     from physiofm.io import parse_storage_options
@@ -193,13 +257,34 @@ def pretrain(
     from physiofm.train.pretrain import PretrainConfig
     from physiofm.train.pretrain import pretrain as run
 
-    summary = _train("pretrain", run, PretrainConfig(
-        store, out, modality=modality.value, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
-        workers=workers, device=device.value, seed=seed, resume=resume, checkpoint_every=checkpoint_every,
-        model=_sizes(layers), masking={"mode": mask.value}, storage_options=parse_storage_options(storage_option), ddp=ddp))
+    summary = _train(
+        "pretrain",
+        run,
+        PretrainConfig(
+            store,
+            out,
+            modality=modality.value,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            lr=lr,
+            workers=workers,
+            device=device.value,
+            seed=seed,
+            resume=resume,
+            checkpoint_every=checkpoint_every,
+            model=_sizes(layers),
+            masking={"mode": mask.value},
+            storage_options=parse_storage_options(storage_option),
+            ddp=ddp,
+        ),
+    )
     if is_main():
-        console.print(f"pretrained {summary['steps']} steps, final loss {summary['final_loss']}, "
-                      f"{summary['samples_per_s']:.1f} samples/s → {out}", soft_wrap=True)
+        console.print(
+            f"pretrained {summary['steps']} steps, final loss {summary['final_loss']}, "
+            f"{summary['samples_per_s']:.1f} samples/s → {out}",
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -212,12 +297,23 @@ def finetune(
     folds: int = 5,
     eeg_weights: Annotated[str | None, typer.Option(help="CBraMod checkpoint (official layout)")] = None,
     ecg_weights: Annotated[str | None, typer.Option(help="a physiofm pretraining run (or encoder .pt)")] = None,
-    epochs: int = 10, max_steps: Annotated[int | None, typer.Option()] = None, batch_size: BatchSize = 32,
-    lr: float = 1e-4, workers: int = 0, device: Device = "auto", seed: int = 0,
+    epochs: int = 10,
+    max_steps: Annotated[int | None, typer.Option()] = None,
+    batch_size: BatchSize = 32,
+    lr: float = 1e-4,
+    workers: int = 0,
+    device: Device = "auto",
+    seed: int = 0,
     resume: Annotated[bool, typer.Option("--resume")] = False,
-    eeg_layers: Annotated[int | None, typer.Option()] = None,
-    ecg_layers: Annotated[int | None, typer.Option()] = None,
-    storage_option: StorageOption = None, ddp: Ddp = False,
+    eeg_layers: Annotated[
+        int | None, typer.Option(help="EEG encoder layers (default 12; with --eeg-weights, the checkpoint's)")
+    ] = None,
+    ecg_layers: Annotated[
+        int | None,
+        typer.Option(help="ECG encoder layers (default 12; with --ecg-weights from physiofm, read from the weights)"),
+    ] = None,
+    storage_option: StorageOption = None,
+    ddp: Ddp = False,
 ) -> None:
     """Fine-tune the fusion classifier (or one branch) under a subject-wise protocol; print its metrics."""
     from physiofm.io import parse_storage_options
@@ -225,12 +321,32 @@ def finetune(
     from physiofm.train.finetune import FinetuneConfig, comparison
     from physiofm.train.finetune import finetune as run
 
-    _train("finetune", run, FinetuneConfig(
-        store, out, modalities=tuple(modalities.split(",")), targets=tuple(targets.split(",")), protocol=protocol.value,
-        folds=folds, eeg_weights=eeg_weights, ecg_weights=ecg_weights, epochs=epochs, max_steps=max_steps,
-        batch_size=batch_size, lr=lr, workers=workers, device=device.value, seed=seed, resume=resume,
-        eeg_model=_sizes(eeg_layers), ecg_model=_sizes(ecg_layers),
-        storage_options=parse_storage_options(storage_option), ddp=ddp))
+    _train(
+        "finetune",
+        run,
+        FinetuneConfig(
+            store,
+            out,
+            modalities=tuple(modalities.split(",")),
+            targets=tuple(targets.split(",")),
+            protocol=protocol.value,
+            folds=folds,
+            eeg_weights=eeg_weights,
+            ecg_weights=ecg_weights,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            lr=lr,
+            workers=workers,
+            device=device.value,
+            seed=seed,
+            resume=resume,
+            eeg_model=_sizes(eeg_layers),
+            ecg_model=_sizes(ecg_layers),
+            storage_options=parse_storage_options(storage_option),
+            ddp=ddp,
+        ),
+    )
     if is_main():
         _print_comparison(comparison([out]))
 

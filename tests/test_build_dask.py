@@ -40,17 +40,33 @@ def reference(archive, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cluster():
     """Two single-threaded worker processes, each under a nanny that restarts it if it dies."""
-    with restored_environ(), local_worker_environment(), \
-            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
+    with (
+        restored_environ(),
+        local_worker_environment(),
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
         client.wait_for_workers(2)
         yield cluster, client
 
 
 def test_dask_build_through_the_cli_matches_the_local_build(archive, reference, cluster, tmp_path):
     out = tmp_path / "store"
-    result = CliRunner().invoke(app, ["build", "ecg", str(archive), str(out), "--shard-size", str(SHARD),
-                                      "--executor", "dask", "--scheduler", cluster[0].scheduler_address])
+    result = CliRunner().invoke(
+        app,
+        [
+            "build",
+            "ecg",
+            str(archive),
+            str(out),
+            "--shard-size",
+            str(SHARD),
+            "--executor",
+            "dask",
+            "--scheduler",
+            cluster[0].scheduler_address,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "windows written" in result.output
     assert tree_bytes(out) == tree_bytes(reference)
@@ -68,9 +84,11 @@ def test_dask_local_cluster_matches_the_local_build(archive, reference, tmp_path
 def test_dask_local_workers_keep_arrays_on_the_heap():
     """Its workers get :data:`WORKER_ENVIRON` (checked in a fresh process: an earlier nanny in this one
     has put Dask's own value in ``os.environ``, which then wins, as a user's explicit setting would)."""
-    code = ("import json, os; from physiofm.store.executors import WORKER_ENVIRON, open_executor\n"
-            "with open_executor('dask-local', 2) as executor:\n"
-            "    print(json.dumps(executor._client.run(lambda: {k: os.environ.get(k) for k in WORKER_ENVIRON})))\n")
+    code = (
+        "import json, os; from physiofm.store.executors import WORKER_ENVIRON, open_executor\n"
+        "with open_executor('dask-local', 2) as executor:\n"
+        "    print(json.dumps(executor._client.run(lambda: {k: os.environ.get(k) for k in WORKER_ENVIRON})))\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     environments = json.loads(result.stdout.strip().splitlines()[-1])
@@ -114,12 +132,14 @@ def test_worker_killed_while_writing_a_shard_loses_nothing(archive, reference, c
 def test_killed_dask_client_resumes_to_the_same_bytes(archive, reference, cluster, tmp_path):
     scheduler, client = cluster[0].scheduler_address, cluster[1]
     out = tmp_path / "store"
-    code = ("import os, signal; from physiofm.store.build import build\n"
-            "from physiofm.store.executors import WORKER_ENVIRON, local_worker_environment, open_executor, restored_environ\n"
-            "def progress(stage, done, total):\n"
-            "    if stage == 'units' and done == 3: os.kill(os.getpid(), signal.SIGKILL)\n"
-            f"with open_executor('dask', scheduler={scheduler!r}) as executor:\n"
-            f"    build({str(archive)!r}, {str(out)!r}, shard_size={SHARD}, executor=executor, progress=progress)\n")
+    code = (
+        "import os, signal; from physiofm.store.build import build\n"
+        "from physiofm.store.executors import WORKER_ENVIRON, local_worker_environment, open_executor, restored_environ\n"
+        "def progress(stage, done, total):\n"
+        "    if stage == 'units' and done == 3: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"with open_executor('dask', scheduler={scheduler!r}) as executor:\n"
+        f"    build({str(archive)!r}, {str(out)!r}, shard_size={SHARD}, executor=executor, progress=progress)\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.run([sys.executable, "-c", code], env=env, timeout=120)
     assert proc.returncode == -signal.SIGKILL

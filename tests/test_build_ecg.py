@@ -24,8 +24,9 @@ from physiofm.synth import ecg as synth
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> Path:
-    return synth.synth_challenge(tmp_path_factory.mktemp("raw") / "challenge", n_records=48, seed=1,
-                                 subsets=("georgia", "cpsc_2018"))
+    return synth.synth_challenge(
+        tmp_path_factory.mktemp("raw") / "challenge", n_records=48, seed=1, subsets=("georgia", "cpsc_2018")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,11 @@ def reference(archive, tmp_path_factory) -> Path:
 
 # ---- real files ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("folder, dataset, windows", [
-    ("physionet-challenge-2021", "challenge", 4), ("ptb-xl", "ptbxl", 1), ("wfdb-software-data", "wfdb", 6)])
+
+@pytest.mark.parametrize(
+    "folder, dataset, windows",
+    [("physionet-challenge-2021", "challenge", 4), ("ptb-xl", "ptbxl", 1), ("wfdb-software-data", "wfdb", 6)],
+)
 def test_real_archives_build(shared_data, tmp_path, folder, dataset, windows):
     summary = build(str(shared_data / folder), str(tmp_path / "store"), jobs=1)
     assert summary["dataset"] == dataset and summary["samples"] == windows and summary["rejects"] == 0
@@ -56,6 +60,7 @@ def test_real_archives_build(shared_data, tmp_path, folder, dataset, windows):
 
 
 # ---- determinism, no-op, resume --------------------------------------------------------------
+
 
 def test_store_is_consistent_and_labelled(archive, reference):
     manifest = assert_store_consistent(reference)
@@ -104,11 +109,13 @@ def test_build_killed_while_filling_zarr_resumes_to_the_same_bytes(archive, tmp_
     build(str(archive), str(reference), jobs=1, shard_size=6, recipe_overrides=SMALL_ZARR)
     out = tmp_path / "store"
     # The build (one process: tasks run in order) SIGKILLs itself once two Zarr tasks are done.
-    code = ("import os, signal; from physiofm.store.build import build\n"
-            "def progress(stage, done, total):\n"
-            "    if stage == 'zarr' and done == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
-            f"build({str(archive)!r}, {str(out)!r}, jobs=1, shard_size=6, recipe_overrides={SMALL_ZARR!r}, "
-            "progress=progress)")
+    code = (
+        "import os, signal; from physiofm.store.build import build\n"
+        "def progress(stage, done, total):\n"
+        "    if stage == 'zarr' and done == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"build({str(archive)!r}, {str(out)!r}, jobs=1, shard_size=6, recipe_overrides={SMALL_ZARR!r}, "
+        "progress=progress)"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
     assert proc.wait(timeout=120) == -signal.SIGKILL
@@ -123,6 +130,7 @@ def test_build_killed_while_filling_zarr_resumes_to_the_same_bytes(archive, tmp_
 
 # ---- bad input -------------------------------------------------------------------------------
 
+
 def test_bad_records_are_rejected_with_reasons_and_the_build_goes_on(archive, tmp_path):
     src = tmp_path / "bad"
     shutil.copytree(archive, src)
@@ -133,7 +141,7 @@ def test_bad_records_are_rejected_with_reasons_and_the_build_goes_on(archive, tm
     garbage.write_text("\x00\x01 garbage ###\n")
     missing.with_suffix(".mat").unlink()
     raw = bytearray(nans.with_suffix(".mat").read_bytes())
-    raw[24 + 2 * 12 * 1000: 24 + 2 * 12 * 1500] = b"\x00\x80" * 12 * 500  # -32768 = invalid sample
+    raw[24 + 2 * 12 * 1000 : 24 + 2 * 12 * 1500] = b"\x00\x80" * 12 * 500  # -32768 = invalid sample
     nans.with_suffix(".mat").write_bytes(bytes(raw))
     lines = no_rate.read_text().splitlines()
     first = lines[0].split()
@@ -158,29 +166,54 @@ def test_a_build_that_rejects_everything_fails_and_says_why(tmp_path):
     src.mkdir()
     for i in range(3):
         (src / f"r{i}.hea").write_text("r 1 500 5000\nr.dat 16 200/mV 16 0 0 0 0 I\n")
-    result = subprocess.run([sys.executable, "-m", "physiofm", "build", "ecg", str(src), str(tmp_path / "out")],
-                            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    result = subprocess.run(
+        [sys.executable, "-m", "physiofm", "build", "ecg", str(src), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert result.returncode == 1
     assert "every record" in result.stderr and "missing signal file r.dat (3)" in result.stderr
     assert pl.read_parquet(tmp_path / "out" / "rejects.parquet").height == 3
     assert not (tmp_path / "out" / "build.json").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = subprocess.run([sys.executable, "-m", "physiofm", "build", "ecg", str(empty), str(tmp_path / "o2")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "physiofm", "build", "ecg", str(empty), str(tmp_path / "o2")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1 and "matches none of the known layouts" in result.stderr
 
 
 def test_cli_prints_a_summary(archive, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "physiofm", "build", "ecg", str(archive), str(tmp_path / "s"),
-                             "--jobs", "2", "--shard-size", "20", "--dtype", "float16"],
-                            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "physiofm",
+            "build",
+            "ecg",
+            str(archive),
+            str(tmp_path / "s"),
+            "--jobs",
+            "2",
+            "--shard-size",
+            "20",
+            "--dtype",
+            "float16",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert result.returncode == 0, result.stderr
     assert "windows written" in result.stdout and "48" in result.stdout
     assert zarr.open_group(str(tmp_path / "s" / "zarr"), mode="r")["ecg"].dtype == np.float16
 
 
 # ---- generated layouts -----------------------------------------------------------------------
+
 
 def test_ptbxl_layout_round_trips_with_labels(tmp_path):
     src = synth.synth_ptbxl(tmp_path / "ptbxl", n_records=12, seed=3)
@@ -226,6 +259,7 @@ def test_code15_layout_skips_padding_and_keeps_short_exams(tmp_path):
 
 
 # ---- object storage --------------------------------------------------------------------------
+
 
 def test_build_to_s3_matches_the_local_build(archive, reference, s3_bucket):
     import s3fs

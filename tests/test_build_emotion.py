@@ -24,8 +24,9 @@ def open_store(out):
 
 @pytest.fixture(scope="module")
 def dreamer(tmp_path_factory):
-    src = synth.synth_dreamer(tmp_path_factory.mktemp("raw") / "dreamer", subjects=3, seed=7,
-                              clip_seconds=(20.0, 32.0), event_at=EVENT)
+    src = synth.synth_dreamer(
+        tmp_path_factory.mktemp("raw") / "dreamer", subjects=3, seed=7, clip_seconds=(20.0, 32.0), event_at=EVENT
+    )
     out = tmp_path_factory.mktemp("store") / "dreamer"
     summary = build(str(src), str(out), kind="emotion", jobs=2, shard_size=16)
     return src, out, summary
@@ -78,13 +79,19 @@ def test_a_planted_event_lands_in_the_same_window_and_patch_of_both_modalities(d
 
 def test_dreamer_baseline_modes(dreamer, tmp_path):
     src, _, _ = dreamer
-    build(str(src), str(tmp_path / "samples"), kind="emotion", jobs=1,
-          recipe_overrides={"baseline": {"mode": "samples"}})
+    build(
+        str(src), str(tmp_path / "samples"), kind="emotion", jobs=1, recipe_overrides={"baseline": {"mode": "samples"}}
+    )
     manifest = pl.read_parquet(tmp_path / "samples" / "manifest.parquet")
     baseline = manifest.filter(pl.col("segment") == "baseline")
     assert baseline.height == 3 * 18 * 6  # 61-s baselines: six 10-s windows each
-    build(str(src), str(tmp_path / "subtract"), kind="emotion", jobs=1,
-          recipe_overrides={"baseline": {"mode": "subtract"}})
+    build(
+        str(src),
+        str(tmp_path / "subtract"),
+        kind="emotion",
+        jobs=1,
+        recipe_overrides={"baseline": {"mode": "subtract"}},
+    )
     build(str(src), str(tmp_path / "ignore"), kind="emotion", jobs=1)
     _, eeg_sub, _ = open_store(tmp_path / "subtract")
     _, eeg_ign, _ = open_store(tmp_path / "ignore")
@@ -102,8 +109,16 @@ def test_last_seconds_keeps_the_end_of_each_clip(dreamer, tmp_path):
 
 
 def test_amigos_empty_trials_nan_stretches_and_a_broken_file(tmp_path):
-    src = synth.synth_amigos(tmp_path / "amigos", subjects=3, seed=2, clip_seconds=(12.0, 16.0),
-                             long_seconds=20.0, missing_long=(2,), nan_at=(1, 4, 3.0, 2.0), corrupt={3: "truncated"})
+    src = synth.synth_amigos(
+        tmp_path / "amigos",
+        subjects=3,
+        seed=2,
+        clip_seconds=(12.0, 16.0),
+        long_seconds=20.0,
+        missing_long=(2,),
+        nan_at=(1, 4, 3.0, 2.0),
+        corrupt={3: "truncated"},
+    )
     summary = build(str(src), str(tmp_path / "store"), kind="emotion", jobs=2)
     rejects = pl.read_parquet(tmp_path / "store" / "rejects.parquet")
     reasons = rejects.group_by("reason").len()
@@ -118,8 +133,15 @@ def test_amigos_empty_trials_nan_stretches_and_a_broken_file(tmp_path):
 
 
 def test_mahnob_sessions_with_missing_triggers_or_ratings_are_rejected(tmp_path):
-    src = synth.synth_mahnob(tmp_path / "mahnob", subjects=2, seed=3, trials=3, clip_seconds=(12.0, 14.0),
-                             no_triggers=[(1, 2)], unrated=[(2, 3)])
+    src = synth.synth_mahnob(
+        tmp_path / "mahnob",
+        subjects=2,
+        seed=3,
+        trials=3,
+        clip_seconds=(12.0, 14.0),
+        no_triggers=[(1, 2)],
+        unrated=[(2, 3)],
+    )
     build(str(src), str(tmp_path / "store"), kind="emotion", jobs=1)
     rejects = pl.read_parquet(tmp_path / "store" / "rejects.parquet")
     assert rejects.filter(pl.col("reason").str.contains("trigger")).height == 1

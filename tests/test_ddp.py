@@ -30,19 +30,46 @@ from physiofm.train.pretrain import PretrainConfig, _inputs, pretrain
 from physiofm.train.protocols import make_folds
 
 REPO = Path(__file__).resolve().parent.parent
-ENV = {**{k: v for k, v in os.environ.items() if k not in LAUNCH_ENV},
-       "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), "COLUMNS": "250"}
+ENV = {
+    **{k: v for k, v in os.environ.items() if k not in LAUNCH_ENV},
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    "COLUMNS": "250",
+}
 STEPS = 5  # 40 samples over 2 ranks, 4 per batch: ceil(20 / 4) steps per epoch
 
 
 def torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            "-m", "physiofm", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "physiofm",
+        *args,
+    ]
 
 
 def pretrain_args(store: Path, out: Path, *extra: str) -> list[str]:
-    return ["pretrain", str(store), "--out", str(out), "--batch-size", "4", "--layers", "1", "--seed", "3",
-            "--checkpoint-every", "2", "--device", "cpu", *extra]
+    return [
+        "pretrain",
+        str(store),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--layers",
+        "1",
+        "--seed",
+        "3",
+        "--checkpoint-every",
+        "2",
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def run(command: list[str]) -> subprocess.CompletedProcess:
@@ -93,8 +120,14 @@ def ddp_run(ecg_store, tmp_path_factory):
 def test_two_process_pretraining_splits_the_data_and_writes_once(ddp_run, ecg_store, tmp_path):
     out, output = ddp_run
     assert output.count("pretrained 5 steps") == 1  # printed by rank 0 alone
-    assert {p.name for p in out.iterdir()} == {"config.json", "last.pt", "encoder.pt", "metrics.jsonl", "loss.png",
-                                                "summary.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "config.json",
+        "last.pt",
+        "encoder.pt",
+        "metrics.jsonl",
+        "loss.png",
+        "summary.json",
+    }
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))  # one writer: no line twice
     summary = json.loads((out / "summary.json").read_text())
@@ -108,8 +141,11 @@ def test_two_process_pretraining_splits_the_data_and_writes_once(ddp_run, ecg_st
     assert summary["weights_in_sync"] is True  # every rank hashed its final weights: all identical
     assert torch.load(out / "last.pt", weights_only=False)["data"]["world_size"] == 2
     # the checkpoints hold the unwrapped model: the keys of a one-process run, loadable as a CBraMod
-    pretrain(PretrainConfig(str(ecg_store), str(tmp_path / "single"), max_steps=1, batch_size=4,
-                            model={"n_layer": 1}, seed=3))
+    pretrain(
+        PretrainConfig(
+            str(ecg_store), str(tmp_path / "single"), max_steps=1, batch_size=4, model={"n_layer": 1}, seed=3
+        )
+    )
     single = torch.load(tmp_path / "single" / "encoder.pt")
     ddp = torch.load(out / "encoder.pt")
     assert list(ddp) == list(single) and all(ddp[k].shape == single[k].shape for k in single)
@@ -120,8 +156,13 @@ def test_two_process_pretraining_splits_the_data_and_writes_once(ddp_run, ecg_st
 def test_a_killed_two_process_run_resumes_to_the_same_weights(ddp_run, ecg_store, tmp_path):
     whole, _ = ddp_run
     out = tmp_path / "killed"
-    proc = subprocess.Popen(torchrun(*pretrain_args(ecg_store, out)), env=ENV, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        torchrun(*pretrain_args(ecg_store, out)),
+        env=ENV,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not (out / "last.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -132,8 +173,18 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(ddp_run, ecg_store
     # the data position depends on the number of processes: one process refuses to resume it
     shutil.copytree(out, tmp_path / "copy")
     with pytest.raises(ValueError, match="2 process"):
-        pretrain(PretrainConfig(str(ecg_store), str(tmp_path / "copy"), batch_size=4, model={"n_layer": 1}, seed=3,
-                                checkpoint_every=2, resume=True, device="cpu"))
+        pretrain(
+            PretrainConfig(
+                str(ecg_store),
+                str(tmp_path / "copy"),
+                batch_size=4,
+                model={"n_layer": 1},
+                seed=3,
+                checkpoint_every=2,
+                resume=True,
+                device="cpu",
+            )
+        )
     run(torchrun(*pretrain_args(ecg_store, out, "--resume")))
     expected, resumed = torch.load(whole / "encoder.pt"), torch.load(out / "encoder.pt")
     assert all(torch.equal(expected[k], resumed[k]) for k in expected)
@@ -144,9 +195,30 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(ddp_run, ecg_store
 def test_two_process_finetuning_evaluates_every_test_sample_once(ddp_run, emotion_store, tmp_path):
     pretrained, _ = ddp_run
     out = tmp_path / "ft"
-    result = run(torchrun("finetune", str(emotion_store), "--out", str(out), "--protocol", "kfold-subject",
-                          "--folds", "2", "--max-steps", "2", "--batch-size", "4", "--eeg-layers", "1",
-                          "--ecg-layers", "1", "--ecg-weights", str(pretrained), "--device", "cpu"))
+    result = run(
+        torchrun(
+            "finetune",
+            str(emotion_store),
+            "--out",
+            str(out),
+            "--protocol",
+            "kfold-subject",
+            "--folds",
+            "2",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--eeg-layers",
+            "1",
+            "--ecg-layers",
+            "1",
+            "--ecg-weights",
+            str(pretrained),
+            "--device",
+            "cpu",
+        )
+    )
     assert result.stdout.count("mean AUC") == 1  # rank 0 alone prints the table
     results = json.loads((out / "results.json").read_text())
     assert results["world_size"] == 2 and set(results["folds"]) == {"fold-0", "fold-1"}
@@ -160,13 +232,18 @@ def test_two_process_finetuning_evaluates_every_test_sample_once(ddp_run, emotio
         true, prob = np.array(saved["true"]), np.array(saved["prob"])
         for i, target in enumerate(("valence", "arousal", "dominance")):
             assert results["folds"][fold.name]["metrics"][target] == pytest.approx(
-                binary_metrics(true[:, i], prob[:, i]), nan_ok=True)
+                binary_metrics(true[:, i], prob[:, i]), nan_ok=True
+            )
     assert all((out / f"roc_{t}.png").exists() for t in ("valence", "arousal", "dominance"))
 
 
 def test_ddp_without_a_launch_fails_clearly(ecg_store, emotion_store, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "physiofm", *pretrain_args(ecg_store, tmp_path / "run", "--ddp")],
-                            capture_output=True, text=True, env=ENV)
+    result = subprocess.run(
+        [sys.executable, "-m", "physiofm", *pretrain_args(ecg_store, tmp_path / "run", "--ddp")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert result.returncode == 1
     assert "--ddp needs a distributed launch" in result.stderr and "torchrun" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()

@@ -221,7 +221,8 @@ def test_amigos_records(amigos_root: str) -> None:
     records, rejects = _split(list(amigos.read(amigos_root, items)))
     assert len(records) == 2 * 36 and len(rejects) == 4
     assert {(r.record_id, r.reason, r.stage) for r in rejects} == {
-        (f"p02_t{t}", "empty trial (0x0) in joined_data", "read") for t in (17, 18, 19, 20)}
+        (f"p02_t{t}", "empty trial (0x0) in joined_data", "read") for t in (17, 18, 19, 20)
+    }
     for record in records.values():
         _check_record(record, 14, ["ECG Right", "ECG Left"])
         assert record.signals["eeg"].fs == record.signals["ecg"].fs == 128.0
@@ -254,7 +255,8 @@ def test_amigos_flat_layout_and_bad_files(tmp_path: Path) -> None:
     nested.mkdir(parents=True)
     shutil.copy(root / "Data_Preprocessed_P01.mat", nested)
     assert [i.path for i in amigos.list_items(str(tmp_path / "nested"))][:1] == [
-        "Data_Preprocessed_P01/Data_Preprocessed_P01.mat"]
+        "Data_Preprocessed_P01/Data_Preprocessed_P01.mat"
+    ]
 
 
 # ---- MAHNOB -------------------------------------------------------------------------------------

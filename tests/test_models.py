@@ -9,31 +9,65 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from physiofm.models import CBraMod, CheckpointError, DualMasking, FusionClassifier, load_pretrained, masked_mse
-from physiofm.models import cbramod
+from physiofm.models import (
+    MODEL_SIZES,
+    CBraMod,
+    CheckpointError,
+    DualMasking,
+    FusionClassifier,
+    cbramod,
+    create_model,
+    load_pretrained,
+    masked_mse,
+    save_encoder,
+)
 from physiofm.models.cbramod import Dropout
 
 
 def expected_keys() -> dict[str, tuple[int, ...]]:
     """The released checkpoint's 211 tensors in order (method.md §2.7), written out from the specification."""
-    keys = {"patch_embedding.mask_encoding": (200,),
-            "patch_embedding.positional_encoding.0.weight": (200, 1, 19, 7),
-            "patch_embedding.positional_encoding.0.bias": (200,),
-            "patch_embedding.proj_in.0.weight": (25, 1, 1, 49), "patch_embedding.proj_in.0.bias": (25,),
-            "patch_embedding.proj_in.1.weight": (25,), "patch_embedding.proj_in.1.bias": (25,),
-            "patch_embedding.proj_in.3.weight": (25, 25, 1, 3), "patch_embedding.proj_in.3.bias": (25,),
-            "patch_embedding.proj_in.4.weight": (25,), "patch_embedding.proj_in.4.bias": (25,),
-            "patch_embedding.proj_in.6.weight": (25, 25, 1, 3), "patch_embedding.proj_in.6.bias": (25,),
-            "patch_embedding.proj_in.7.weight": (25,), "patch_embedding.proj_in.7.bias": (25,),
-            "patch_embedding.spectral_proj.0.weight": (200, 101), "patch_embedding.spectral_proj.0.bias": (200,)}
+    keys = {
+        "patch_embedding.mask_encoding": (200,),
+        "patch_embedding.positional_encoding.0.weight": (200, 1, 19, 7),
+        "patch_embedding.positional_encoding.0.bias": (200,),
+        "patch_embedding.proj_in.0.weight": (25, 1, 1, 49),
+        "patch_embedding.proj_in.0.bias": (25,),
+        "patch_embedding.proj_in.1.weight": (25,),
+        "patch_embedding.proj_in.1.bias": (25,),
+        "patch_embedding.proj_in.3.weight": (25, 25, 1, 3),
+        "patch_embedding.proj_in.3.bias": (25,),
+        "patch_embedding.proj_in.4.weight": (25,),
+        "patch_embedding.proj_in.4.bias": (25,),
+        "patch_embedding.proj_in.6.weight": (25, 25, 1, 3),
+        "patch_embedding.proj_in.6.bias": (25,),
+        "patch_embedding.proj_in.7.weight": (25,),
+        "patch_embedding.proj_in.7.bias": (25,),
+        "patch_embedding.spectral_proj.0.weight": (200, 101),
+        "patch_embedding.spectral_proj.0.bias": (200,),
+    }
     for i in range(12):
         p = f"encoder.layers.{i}."
         for attn in ("self_attn_s", "self_attn_t"):
-            keys.update({f"{p}{attn}.in_proj_weight": (300, 100), f"{p}{attn}.in_proj_bias": (300,),
-                         f"{p}{attn}.out_proj.weight": (100, 100), f"{p}{attn}.out_proj.bias": (100,)})
-        keys.update({f"{p}linear1.weight": (800, 200), f"{p}linear1.bias": (800,), f"{p}linear2.weight": (200, 800),
-                     f"{p}linear2.bias": (200,), f"{p}norm1.weight": (200,), f"{p}norm1.bias": (200,),
-                     f"{p}norm2.weight": (200,), f"{p}norm2.bias": (200,)})
+            keys.update(
+                {
+                    f"{p}{attn}.in_proj_weight": (300, 100),
+                    f"{p}{attn}.in_proj_bias": (300,),
+                    f"{p}{attn}.out_proj.weight": (100, 100),
+                    f"{p}{attn}.out_proj.bias": (100,),
+                }
+            )
+        keys.update(
+            {
+                f"{p}linear1.weight": (800, 200),
+                f"{p}linear1.bias": (800,),
+                f"{p}linear2.weight": (200, 800),
+                f"{p}linear2.bias": (200,),
+                f"{p}norm1.weight": (200,),
+                f"{p}norm1.bias": (200,),
+                f"{p}norm2.weight": (200,),
+                f"{p}norm2.bias": (200,),
+            }
+        )
     keys.update({"proj_out.0.weight": (200, 200), "proj_out.0.bias": (200,)})
     return keys
 
@@ -66,6 +100,7 @@ class UpstreamLayer(nn.Module):
 
 
 # ---- encoder -------------------------------------------------------------------------------
+
 
 def test_state_dict_matches_the_released_checkpoint():
     model = CBraMod()
@@ -132,14 +167,18 @@ def test_loading_official_and_braindecode_layouts(tmp_path):
     torch.save(source.state_dict(), tmp_path / "pretrained_weights.pth")
     loaded = load_pretrained(tmp_path / "pretrained_weights.pth")
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), loaded.state_dict().values()))
-    braindecode = {**{f"model.{k}": v for k, v in source.state_dict().items()},
-                   "model.final_layer.1.weight": torch.zeros(3, 10), "model.final_layer.1.bias": torch.zeros(3)}
+    braindecode = {
+        **{f"model.{k}": v for k, v in source.state_dict().items()},
+        "model.final_layer.1.weight": torch.zeros(3, 10),
+        "model.final_layer.1.bias": torch.zeros(3),
+    }
     torch.save(braindecode, tmp_path / "pytorch_model.bin")
     assert torch.equal(load_pretrained(tmp_path / "pytorch_model.bin").proj_out[0].weight, source.proj_out[0].weight)
     wrapped = {"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}
     torch.save(wrapped, tmp_path / "wrapped.pt")
-    assert torch.equal(load_pretrained(tmp_path / "wrapped.pt").encoder.layers[11].linear2.bias,
-                       source.encoder.layers[11].linear2.bias)
+    assert torch.equal(
+        load_pretrained(tmp_path / "wrapped.pt").encoder.layers[11].linear2.bias, source.encoder.layers[11].linear2.bias
+    )
 
 
 def test_loading_errors_name_the_keys(tmp_path):
@@ -161,6 +200,44 @@ def test_loading_errors_name_the_keys(tmp_path):
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
     with pytest.raises(CheckpointError, match="not a state_dict"):
         load_pretrained(tmp_path / "tensor.pt")
+
+
+def test_named_sizes():
+    base = create_model("cbramod-base")
+    assert base.config == CBraMod().config  # the upstream defaults
+    assert [(k, tuple(v.shape)) for k, v in base.state_dict().items()] == list(expected_keys().items())
+    counts = {name: sum(p.numel() for p in create_model(name).parameters()) for name in MODEL_SIZES}
+    assert counts == {"cbramod-base": 4_924_000, "cbramod-small": 1_703_200, "cbramod-tiny": 495_400}
+    assert [len(create_model(name).encoder.layers) for name in MODEL_SIZES] == [12, 4, 1]
+    tuned = create_model("cbramod-small", n_layer=2, dropout=0.0)
+    assert len(tuned.encoder.layers) == 2 and tuned.config["dropout"] == 0.0
+    assert create_model("cbramod-tiny").encode(torch.randn(1, 3, 2, 200)).shape == (1, 3, 2, 200)
+    with pytest.raises(ValueError, match="cbramod-base, cbramod-small, cbramod-tiny"):
+        create_model("cbramod-huge")
+
+
+def test_an_encoder_file_carries_its_size(tmp_path):
+    torch.manual_seed(2)
+    source = create_model("cbramod-small", dropout=0.2)
+    save_encoder(source, tmp_path / "encoder.pt")
+    state = torch.load(tmp_path / "encoder.pt")  # still a plain state_dict with the checkpoint's names
+    assert list(state) == list(source.state_dict())
+    for where in (tmp_path / "encoder.pt", tmp_path, str(tmp_path)):  # the file or its run folder
+        loaded = load_pretrained(where)
+        assert len(loaded.encoder.layers) == 4 and loaded.config == source.config
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), source.state_dict().values()))
+    assert load_pretrained(tmp_path, n_layer=4, d_model=200).config == source.config  # the same size may be repeated
+    assert load_pretrained(tmp_path, dropout=0.0).config["dropout"] == 0.0  # not a size: may change
+    with pytest.raises(CheckpointError, match=r"n_layer=2 \(saved 4\)"):
+        load_pretrained(tmp_path, n_layer=2)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="without encoder.pt"):
+        load_pretrained(tmp_path / "empty")
+    # a bare state_dict (older runs) has no size: it loads at the size given, and only at that one
+    torch.save(dict(source.state_dict()), tmp_path / "old.pt")
+    assert len(load_pretrained(tmp_path / "old.pt", n_layer=4).encoder.layers) == 4
+    with pytest.raises(CheckpointError, match="missing keys: encoder.layers.4"):
+        load_pretrained(tmp_path / "old.pt")
 
 
 def test_embedding_order_is_conv_channel_major_then_time_step():
@@ -289,6 +366,7 @@ def test_masked_patches_become_the_zero_token_before_both_branches():
 
 # ---- masking -------------------------------------------------------------------------------
 
+
 def test_intra_lead_masking_statistics():
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(400, 12, 10, 200)
@@ -305,8 +383,9 @@ def test_inter_lead_masking_masks_whole_present_leads():
     present = torch.ones(500, 12, dtype=torch.bool)
     present[:, [2, 5]] = False  # absent leads
     generator = torch.Generator().manual_seed(1)
-    _, mask = DualMasking("inter", inter_ratio=0.25)(torch.randn(500, 12, 10, 200), lead_mask=present,
-                                                     generator=generator)
+    _, mask = DualMasking("inter", inter_ratio=0.25)(
+        torch.randn(500, 12, 10, 200), lead_mask=present, generator=generator
+    )
     assert (mask == mask[:, :, :1]).all()  # a lead is masked in all its patches or none
     assert (mask.any(dim=2).sum(dim=1) == math.ceil(0.25 * 10)).all()  # ceil(ratio x present leads)
     assert not mask[:, [2, 5]].any()
@@ -364,6 +443,7 @@ def test_masked_mse_counts_only_masked_patches():
 
 
 # ---- fusion --------------------------------------------------------------------------------
+
 
 def test_fusion_eeg_only_ecg_only_and_both():
     eeg, ecg = torch.randn(4, 14, 3, 200), torch.randn(4, 2, 3, 200)

@@ -8,8 +8,12 @@ from physiofm.train.protocols import make_folds
 
 @pytest.fixture()
 def manifest():
-    rows = [{"subject_id": f"s{s}", "trial": t, "window_index": w, "record_id": f"s{s}_t{t}"}
-            for s in range(4) for t in range(1, 7) for w in range(3)]
+    rows = [
+        {"subject_id": f"s{s}", "trial": t, "window_index": w, "record_id": f"s{s}_t{t}"}
+        for s in range(4)
+        for t in range(1, 7)
+        for w in range(3)
+    ]
     return pl.DataFrame(rows)
 
 

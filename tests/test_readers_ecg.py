@@ -25,8 +25,12 @@ def test_challenge_headers_that_wfdb_rejects_are_read_with_labels(shared_data):
     records = {r.record_id: r for r in read_all(challenge, root)}
     assert sorted(records) == ["E07500", "HR06000", "HR06001", "JS20000"]
     georgia = records["E07500"]
-    assert georgia.meta == {"dx": ["67741000119109", "426177001"], "age": 78.0, "sex": "male",
-                            "subset": "physionet-challenge-2021"}
+    assert georgia.meta == {
+        "dx": ["67741000119109", "426177001"],
+        "age": 78.0,
+        "sex": "male",
+        "subset": "physionet-challenge-2021",
+    }
     assert records["JS20000"].meta["dx"] == ["284470004", "427084000", "698252002", "55930002"]
     for record_id, record in records.items():
         val = scipy.io.loadmat(str(root / f"{record_id}.mat"))["val"]
@@ -61,9 +65,14 @@ def test_format_detection_on_real_trees(shared_data):
 
 
 def test_header_parser_accepts_real_quirks_and_names_garbage():
-    header = parse_header("E07500.mat 12 500 5000 05-May-2020 09:49:17\n"
-                          + "".join(f"E07500.mat 16+24 1000/mv 16 0 -3 2 0 {lead}\n" for lead in "I II III aVR aVL aVF V1 V2 V3 V4 V5 V6".split())
-                          + "#Age: NaN\n# Sex: Male\n#Dx: 1,2\n")
+    header = parse_header(
+        "E07500.mat 12 500 5000 05-May-2020 09:49:17\n"
+        + "".join(
+            f"E07500.mat 16+24 1000/mv 16 0 -3 2 0 {lead}\n"
+            for lead in "I II III aVR aVL aVF V1 V2 V3 V4 V5 V6".split()
+        )
+        + "#Age: NaN\n# Sex: Male\n#Dx: 1,2\n"
+    )
     assert header.fs == 500 and header.n_samples == 5000 and header.signals[0].offset == 24
     assert header.signals[0].units == "mv" and header.signals[0].gain == 1000
     assert header.comment_fields() == {"Age": "NaN", "Sex": "Male", "Dx": "1,2"}

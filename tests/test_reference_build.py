@@ -74,7 +74,8 @@ def test_reference_build_is_byte_identical(kind, tmp_path):
     assert listing_hash(digests) == PINNED[kind], (
         f"the {kind} reference build changed; if that is intended, pin the new hash "
         f"(python tests/test_reference_build.py) and say why in the commit:\n"
-        + "\n".join(f"  {k} {v[:16]}" for k, v in digests.items()))
+        + "\n".join(f"  {k} {v[:16]}" for k, v in digests.items())
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ from physiofm.train.data.zarr_dataset import ZarrDataset
 
 @pytest.fixture(scope="module")
 def ecg_raw(tmp_path_factory):
-    return synth_challenge(tmp_path_factory.mktemp("raw") / "challenge", n_records=45, seed=3,
-                           subsets=("georgia", "cpsc_2018"))
+    return synth_challenge(
+        tmp_path_factory.mktemp("raw") / "challenge", n_records=45, seed=3, subsets=("georgia", "cpsc_2018")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +85,16 @@ def assert_same_batches(left: list[dict], right: list[dict]) -> None:
 
 # ---- a TCP proxy that drops connections ---------------------------------------------------------
 
+
 class DroppingProxy:
     """Forwards 127.0.0.1:<port> to ``upstream``; a connection that has sent ``cut_after`` bytes to the
     client is cut there, ``cuts`` times (None: always), after leaving the first ``spare`` such connections
     alone.  Records the start of every ranged request.  Its threads end when it is closed, or after
     ``lifetime_s`` whatever happens."""
 
-    def __init__(self, upstream: str, cut_after: int, cuts: int | None, spare: int = 0,
-                 lifetime_s: float = 60.0) -> None:
+    def __init__(
+        self, upstream: str, cut_after: int, cuts: int | None, spare: int = 0, lifetime_s: float = 60.0
+    ) -> None:
         parsed = urlparse(upstream)
         self.upstream = (parsed.hostname, parsed.port)
         self.cut_after, self.cuts, self.spare = cut_after, cuts, spare
@@ -147,7 +150,7 @@ class DroppingProxy:
                 if not decided and sent + len(data) > self.cut_after:
                     decided = True
                     if self._take_cut():
-                        client.sendall(data[:self.cut_after - sent])
+                        client.sendall(data[: self.cut_after - sent])
                         break
                 client.sendall(data)
                 sent += len(data)
@@ -187,12 +190,14 @@ class DroppingProxy:
 
 # ---- exact epochs ---------------------------------------------------------------------------------
 
+
 def test_exact_epoch_over_two_ranks_and_two_workers(ecg_store):
     manifest = manifest_of(ecg_store)
     per_rank = []
     for rank in range(2):
-        dataset = StreamingDataset(str(ecg_store), batch_size=4, num_workers=2, rank=rank, world_size=2,
-                                   labels=["age"], seed=7)
+        dataset = StreamingDataset(
+            str(ecg_store), batch_size=4, num_workers=2, rank=rank, world_size=2, labels=["age"], seed=7
+        )
         batches = run_epoch(dataset)
         assert len(batches) == len(dataset) == dataset.batches_per_epoch
         per_rank.append(batches)
@@ -217,8 +222,14 @@ def test_exact_epoch_over_two_ranks_and_two_workers(ecg_store):
 def test_fewer_shards_than_workers_is_still_exact(ecg_store):
     manifest = manifest_of(ecg_store).with_row_index("row")
     one_shard = manifest.filter(pl.col("shard") == "shard-000000.tar")
-    batches = [run_epoch(StreamingDataset(str(ecg_store), batch_size=2, num_workers=2, rank=rank, world_size=2,
-                                          rows=one_shard["row"].to_numpy())) for rank in range(2)]
+    batches = [
+        run_epoch(
+            StreamingDataset(
+                str(ecg_store), batch_size=2, num_workers=2, rank=rank, world_size=2, rows=one_shard["row"].to_numpy()
+            )
+        )
+        for rank in range(2)
+    ]
     assert len(batches[0]) == len(batches[1]) == 2  # 4 slots share one shard of 7: 2, 2, 2, 1 + padding
     keys = real_keys(batches[0]) + real_keys(batches[1])
     assert sorted(keys) == sorted(one_shard["key"]) and len(keys) == len(set(keys))
@@ -238,8 +249,9 @@ def test_shuffle_is_deterministic_per_seed_and_epoch(ecg_store):
 
 def test_resume_yields_exactly_the_rest_of_the_epoch(ecg_store):
     def dataset(rank: int) -> StreamingDataset:
-        return StreamingDataset(str(ecg_store), batch_size=3, num_workers=2, rank=rank, world_size=2,
-                                seed=4, epoch=3, shuffle_buffer=5)
+        return StreamingDataset(
+            str(ecg_store), batch_size=3, num_workers=2, rank=rank, world_size=2, seed=4, epoch=3, shuffle_buffer=5
+        )
 
     for rank in range(2):
         full = run_epoch(dataset(rank))
@@ -310,24 +322,25 @@ def test_float16_store_streams_as_float32(ecg_raw, tmp_path):
 def test_zarr_dataset_with_two_workers(ecg_store):
     data = zarr.open_group(str(ecg_store / "zarr"), mode="r")["ecg"][:]
     dataset = ZarrDataset(str(ecg_store), labels=["age"], filters={"q_flat": False})
-    loader = DataLoader(dataset, batch_size=4, num_workers=2, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(dataset, batch_size=4, num_workers=2, shuffle=True, generator=torch.Generator().manual_seed(0))
     rows = []
     for batch in loader:
         np.testing.assert_array_equal(batch["ecg"].numpy(), data[batch["row"].numpy()])
         assert batch["lead_mask"].shape[1] == 12 and not batch["pad"].any() and isinstance(batch["key"][0], str)
         rows += batch["row"].tolist()
     assert sorted(rows) == dataset.index.rows.tolist() and len(rows) == len(dataset)
-    streamed = run_epoch(StreamingDataset(str(ecg_store), batch_size=4, shuffle=False, labels=["age"],
-                                          filters={"q_flat": False}))
+    streamed = run_epoch(
+        StreamingDataset(str(ecg_store), batch_size=4, shuffle=False, labels=["age"], filters={"q_flat": False})
+    )
     first = DataLoader(dataset, batch_size=4)
     assert_same_batches(list(first), streamed)
 
 
 def test_resampled_stream_is_endless_seeded_and_resumable(ecg_store):
     def take(n: int, **kw) -> list[dict]:
-        dataset = StreamingDataset(str(ecg_store), batch_size=4, resampled=True, num_workers=2, seed=9,
-                                   filters={"subset": "georgia"}, **kw)
+        dataset = StreamingDataset(
+            str(ecg_store), batch_size=4, resampled=True, num_workers=2, seed=9, filters={"subset": "georgia"}, **kw
+        )
         with pytest.raises(TypeError):
             len(dataset)
         return list(islice(dataset.loader(), n))
@@ -354,6 +367,7 @@ def test_mismatched_workers_and_broken_shards_fail_clearly(ecg_store, tmp_path):
 
 # ---- S3 ------------------------------------------------------------------------------------------
 
+
 def test_s3_streaming_equals_local(ecg_store, s3_store):
     url, options = s3_store
     kw = {"batch_size": 4, "num_workers": 2, "rank": 1, "world_size": 2, "labels": ["age"], "seed": 5}
@@ -369,8 +383,9 @@ def test_s3_reads_resume_after_dropped_connections(ecg_store, s3_store, s3_serve
     shard = f"{url}/wds/shard-000001.tar"
     expected = (ecg_store / "wds" / "shard-000001.tar").read_bytes()
     with DroppingProxy(s3_server, cut_after=60_000, cuts=2, spare=3) as proxy:  # the 4th block fails twice
-        reader = gopen_fsspec(shard, storage_options={**options, "endpoint_url": proxy.url},
-                              size=len(expected), block_size=100_000)
+        reader = gopen_fsspec(
+            shard, storage_options={**options, "endpoint_url": proxy.url}, size=len(expected), block_size=100_000
+        )
         assert reader.read(250_000) + reader.read() == expected
     assert proxy.cuts_done == 2
     blocks = list(range(0, len(expected), 100_000))
@@ -387,9 +402,7 @@ def test_s3_reads_resume_after_dropped_connections(ecg_store, s3_store, s3_serve
 def test_s3_persistent_drops_end_with_an_error_naming_the_shard(s3_store, s3_server):
     url, options = s3_store
     with DroppingProxy(s3_server, cut_after=50_000, cuts=None) as proxy:
-        dataset = StreamingDataset(url, storage_options={**options, "endpoint_url": proxy.url}, batch_size=4,
-                                   retries=2)
+        dataset = StreamingDataset(url, storage_options={**options, "endpoint_url": proxy.url}, batch_size=4, retries=2)
         with pytest.raises(ShardReadError, match=r"wds/shard-\d{6}\.tar: read of bytes 0-\d+ .* 3 attempts"):
             run_epoch(dataset)
     assert proxy.cuts_done == 3
-

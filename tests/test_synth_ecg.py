@@ -76,6 +76,7 @@ def _checksums(d: np.ndarray, signed: bool) -> list[int]:
 
 # --- waveform model ------------------------------------------------------------------------------
 
+
 def test_ecg_12lead_relations_amplitudes_and_rates() -> None:
     rng = np.random.default_rng(1)
     x = ecg_12lead(40, 500, 10, rng)
@@ -113,6 +114,7 @@ def test_ecg_12lead_is_deterministic_per_seed() -> None:
 
 # --- PTB-XL --------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def ptbxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synth_ptbxl(tmp_path_factory.mktemp("ptbxl"), n_records=12, seed=3)
@@ -129,9 +131,20 @@ def test_ptbxl_csvs(ptbxl: Path) -> None:
     assert tuple(_header(ptbxl / "ptbxl_database.csv")) == PTBXL_COLUMNS
     rows = _rows(ptbxl / "ptbxl_database.csv")
     statements = {r[""]: r for r in _rows(ptbxl / "scp_statements.csv")}
-    assert {"description", "diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass",
-            "Statement Category", "SCP-ECG Statement Description", "AHA code", "aECG REFID", "CDISC Code",
-            "DICOM Code"} <= set(_header(ptbxl / "scp_statements.csv"))
+    assert {
+        "description",
+        "diagnostic",
+        "form",
+        "rhythm",
+        "diagnostic_class",
+        "diagnostic_subclass",
+        "Statement Category",
+        "SCP-ECG Statement Description",
+        "AHA code",
+        "aECG REFID",
+        "CDISC Code",
+        "DICOM Code",
+    } <= set(_header(ptbxl / "scp_statements.csv"))
     assert [int(r["ecg_id"]) for r in rows] == list(range(1, 13))
     for row in rows:
         codes = ast.literal_eval(row["scp_codes"])
@@ -209,6 +222,7 @@ def test_ptbxl_rates(tmp_path: Path) -> None:
 
 # --- Challenge 2021 ------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def challenge(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synth_challenge(tmp_path_factory.mktemp("challenge"), n_records=9, seed=4)
@@ -216,11 +230,17 @@ def challenge(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_challenge_layout_and_mat(challenge: Path) -> None:
     found = {p.relative_to(challenge).as_posix() for p in challenge.rglob("*.mat")}
-    assert found == {"training/cpsc_2018/g1/A0001.mat", "training/cpsc_2018/g1/A0002.mat",
-                     "training/cpsc_2018/g1/A0003.mat", "training/georgia/g1/E00001.mat",
-                     "training/georgia/g1/E00002.mat", "training/ptb-xl/g1/HR00001.mat",
-                     "training/ptb-xl/g1/HR00002.mat", "training/chapman_shaoxing/g1/JS00001.mat",
-                     "training/chapman_shaoxing/g1/JS00002.mat"}
+    assert found == {
+        "training/cpsc_2018/g1/A0001.mat",
+        "training/cpsc_2018/g1/A0002.mat",
+        "training/cpsc_2018/g1/A0003.mat",
+        "training/georgia/g1/E00001.mat",
+        "training/georgia/g1/E00002.mat",
+        "training/ptb-xl/g1/HR00001.mat",
+        "training/ptb-xl/g1/HR00002.mat",
+        "training/chapman_shaoxing/g1/JS00001.mat",
+        "training/chapman_shaoxing/g1/JS00002.mat",
+    }
     mat_v4_header = b"\x1e\0\0\0\x0c\0\0\0\x88\x13\0\0\0\0\0\0\x04\0\0\0val\0"  # int16, 12 x 5000
     for name in found:
         path = challenge / name
@@ -233,9 +253,14 @@ def test_challenge_layout_and_mat(challenge: Path) -> None:
         assert np.abs(lead["aVR"] + (lead["I"] + lead["II"]) / 2).max() <= 2
 
 
-@pytest.mark.parametrize("ours, real", [
-    ("georgia/g1/E00001", "E07500"), ("ptb-xl/g1/HR00001", "HR06000"), ("chapman_shaoxing/g1/JS00001", "JS20000"),
-])
+@pytest.mark.parametrize(
+    "ours, real",
+    [
+        ("georgia/g1/E00001", "E07500"),
+        ("ptb-xl/g1/HR00001", "HR06000"),
+        ("chapman_shaoxing/g1/JS00001", "JS20000"),
+    ],
+)
 def test_challenge_headers_match_real_ones(challenge: Path, shared_data: Path, ours: str, real: str) -> None:
     mine = (challenge / "training" / f"{ours}.hea").read_text()
     theirs = (shared_data / REAL_CHALLENGE / f"{real}.hea").read_text()
@@ -283,6 +308,7 @@ def test_challenge_options(tmp_path: Path) -> None:
 
 # --- MIMIC-IV-ECG --------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def mimic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synth_mimic_iv_ecg(tmp_path_factory.mktemp("mimic"), n_records=10, seed=5, defects=True)
@@ -300,10 +326,14 @@ def test_mimic_csvs(mimic: Path) -> None:
         assert (mimic / f"{r['path']}.hea").is_file() and (mimic / f"{r['path']}.dat").is_file()
         assert re.fullmatch(r"2[12]\d\d-\d\d-\d\d \d\d:\d\d:00", r["ecg_time"])
     measurements = _rows(mimic / "machine_measurements.csv")
-    assert [(m["subject_id"], m["study_id"]) for m in measurements] == [(r["subject_id"], r["study_id"]) for r in records]
+    assert [(m["subject_id"], m["study_id"]) for m in measurements] == [
+        (r["subject_id"], r["study_id"]) for r in records
+    ]
     assert all(m["report_0"] and not m["report_17"] for m in measurements)
-    assert all(m["report_0"] in ("Sinus rhythm", "Sinus bradycardia", "Sinus tachycardia", "Atrial fibrillation")
-               for m in measurements)
+    assert all(
+        m["report_0"] in ("Sinus rhythm", "Sinus bradycardia", "Sinus tachycardia", "Atrial fibrillation")
+        for m in measurements
+    )
 
 
 def test_mimic_records_read_back_with_wfdb(mimic: Path) -> None:
@@ -321,8 +351,10 @@ def test_mimic_records_read_back_with_wfdb(mimic: Path) -> None:
         assert not np.isnan(rec.p_signal).any() and (np.ptp(rec.p_signal, axis=0) > 0).all()
     header = (mimic / f"{records[2]['path']}.hea").read_text().splitlines()
     assert re.fullmatch(r"\d{8} 12 500 5000 \d\d:\d\d:\d\d \d\d/\d\d/2\d{3}", header[0])
-    assert all(re.fullmatch(rf"\d{{8}}\.dat 16 200\.0\(0\)/mV 16 0 -?\d+ \d+ 0 {lead}", line)
-               for line, lead in zip(header[1:13], MIMIC_LEADS))
+    assert all(
+        re.fullmatch(rf"\d{{8}}\.dat 16 200\.0\(0\)/mV 16 0 -?\d+ \d+ 0 {lead}", line)
+        for line, lead in zip(header[1:13], MIMIC_LEADS)
+    )
 
 
 def test_mimic_defects(mimic: Path, tmp_path: Path) -> None:
@@ -338,6 +370,7 @@ def test_mimic_defects(mimic: Path, tmp_path: Path) -> None:
 
 
 # --- CODE-15% ------------------------------------------------------------------------------------
+
 
 def test_code15_layout_padding_and_matching(tmp_path: Path) -> None:
     root = synth_code15(tmp_path, n_records=16, seed=6, n_parts=2, short_fraction=0.5)
@@ -365,7 +398,7 @@ def test_code15_layout_padding_and_matching(tmp_path: Path) -> None:
             lead, trail = nonzero[0], 4095 - nonzero[-1]
             lengths.add(4096 - lead - trail)
             assert abs(lead - trail) <= 1
-            mv = t[lead:4096 - trail] * 0.1
+            mv = t[lead : 4096 - trail] * 0.1
             assert 0.2 < np.abs(mv).max() < 6
             np.testing.assert_allclose(mv[:, 2], mv[:, 1] - mv[:, 0], atol=1e-5)
     assert lengths == {2800, 4000}
@@ -373,6 +406,7 @@ def test_code15_layout_padding_and_matching(tmp_path: Path) -> None:
 
 
 # --- determinism and registry ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", corpora.names("ecg"))
 def test_generators_are_deterministic(tmp_path: Path, name: str) -> None:

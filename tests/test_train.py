@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 import torch
 
-from physiofm.models import load_pretrained
+from physiofm.models import CheckpointError, load_pretrained
 from physiofm.train.finetune import FinetuneConfig, finetune
 from physiofm.train.pretrain import PretrainConfig, pretrain
 
@@ -21,8 +22,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def config(store, out, **kw) -> PretrainConfig:
-    return PretrainConfig(str(store), str(out), max_steps=8, batch_size=4, checkpoint_every=2,
-                          model={"n_layer": 1}, seed=3, **kw)
+    return PretrainConfig(
+        str(store), str(out), max_steps=8, batch_size=4, checkpoint_every=2, model={"n_layer": 1}, seed=3, **kw
+    )
 
 
 def test_pretraining_learns_and_writes_its_run(ecg_store, tmp_path):
@@ -34,16 +36,26 @@ def test_pretraining_learns_and_writes_its_run(ecg_store, tmp_path):
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
     encoder = load_pretrained(tmp_path / "run" / "encoder.pt", n_layer=1)  # loadable as a CBraMod checkpoint
     assert encoder(torch.zeros(1, 12, 10, 200)).shape == (1, 12, 10, 200)
+    # the run folder alone is enough: the encoder's size is saved with its weights
+    assert len(load_pretrained(tmp_path / "run").encoder.layers) == 1
+    # a bare state_dict (what older runs wrote) loads when told the size
+    torch.save(dict(torch.load(tmp_path / "run" / "encoder.pt")), tmp_path / "old.pt")
+    assert len(load_pretrained(tmp_path / "old.pt", n_layer=1).encoder.layers) == 1
+    with pytest.raises(CheckpointError, match="missing keys"):
+        load_pretrained(tmp_path / "old.pt")
 
 
 def test_a_killed_pretraining_run_resumes_to_the_same_weights(ecg_store, tmp_path):
     pretrain(config(ecg_store, tmp_path / "whole"))
     out = tmp_path / "killed"
-    code = ("from physiofm.train.pretrain import PretrainConfig, pretrain; "
-            f"pretrain(PretrainConfig({str(ecg_store)!r}, {str(out)!r}, max_steps=8, batch_size=4, "
-            "checkpoint_every=2, model={'n_layer': 1}, seed=3))")
-    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
-                            start_new_session=True)
+    code = (
+        "from physiofm.train.pretrain import PretrainConfig, pretrain; "
+        f"pretrain(PretrainConfig({str(ecg_store)!r}, {str(out)!r}, max_steps=8, batch_size=4, "
+        "checkpoint_every=2, model={'n_layer': 1}, seed=3))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while not (out / "last.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -61,9 +73,18 @@ def test_a_killed_pretraining_run_resumes_to_the_same_weights(ecg_store, tmp_pat
 
 def test_finetuning_under_a_subject_wise_protocol(emotion_store, ecg_store, tmp_path):
     pretrain(config(ecg_store, tmp_path / "pre"))
-    results = finetune(FinetuneConfig(str(emotion_store), str(tmp_path / "ft"), protocol="loso", max_steps=2,
-                                      batch_size=8, ecg_weights=str(tmp_path / "pre"), eeg_model={"n_layer": 1},
-                                      ecg_model={"n_layer": 1}))
+    # the ECG encoder is built at its pretrained size (1 layer) without being told
+    results = finetune(
+        FinetuneConfig(
+            str(emotion_store),
+            str(tmp_path / "ft"),
+            protocol="loso",
+            max_steps=2,
+            batch_size=8,
+            ecg_weights=str(tmp_path / "pre"),
+            eeg_model={"n_layer": 1},
+        )
+    )
     manifest = pl.read_parquet(emotion_store / "manifest.parquet")
     assert set(results["folds"]) == {"subject-01", "subject-02", "subject-03"}
     for name, fold in results["folds"].items():
@@ -78,20 +99,63 @@ def test_finetuning_under_a_subject_wise_protocol(emotion_store, ecg_store, tmp_
     assert all((tmp_path / "ft" / f"roc_{t}.png").exists() for t in ("valence", "arousal", "dominance"))
     # a resumed run reuses finished folds
     before = (tmp_path / "ft" / "folds" / "subject-01.json").stat().st_mtime_ns
-    finetune(FinetuneConfig(str(emotion_store), str(tmp_path / "ft"), protocol="loso", max_steps=2, batch_size=8,
-                            resume=True, ecg_weights=str(tmp_path / "pre"), eeg_model={"n_layer": 1},
-                            ecg_model={"n_layer": 1}))
+    finetune(
+        FinetuneConfig(
+            str(emotion_store),
+            str(tmp_path / "ft"),
+            protocol="loso",
+            max_steps=2,
+            batch_size=8,
+            resume=True,
+            ecg_weights=str(tmp_path / "pre"),
+            eeg_model={"n_layer": 1},
+            ecg_model={"n_layer": 1},
+        )
+    )
     assert (tmp_path / "ft" / "folds" / "subject-01.json").stat().st_mtime_ns == before
+    # a size that contradicts the pretrained one is an error, not a silent rebuild
+    with pytest.raises(CheckpointError, match=r"n_layer=2 \(saved 1\)"):
+        finetune(
+            FinetuneConfig(
+                str(emotion_store),
+                str(tmp_path / "conflict"),
+                protocol="loso",
+                max_steps=1,
+                batch_size=8,
+                modalities=("ecg",),
+                ecg_weights=str(tmp_path / "pre"),
+                ecg_model={"n_layer": 2},
+            )
+        )
 
 
 def test_training_commands(emotion_store, tmp_path):
     env = {**os.environ, "COLUMNS": "250"}
-    run = lambda *args: subprocess.run([sys.executable, "-m", "physiofm", *args], capture_output=True,  # noqa: E731
-                                       text=True, env=env)
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "physiofm", *args], capture_output=True, text=True, env=env)
+
     for modalities in ("eeg", "eeg,ecg"):
-        result = run("finetune", str(emotion_store), "--out", str(tmp_path / modalities), "--modalities", modalities,
-                     "--protocol", "kfold-trial", "--folds", "2", "--max-steps", "2", "--batch-size", "8",
-                     "--eeg-layers", "1", "--ecg-layers", "1")
+        result = run(
+            "finetune",
+            str(emotion_store),
+            "--out",
+            str(tmp_path / modalities),
+            "--modalities",
+            modalities,
+            "--protocol",
+            "kfold-trial",
+            "--folds",
+            "2",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--eeg-layers",
+            "1",
+            "--ecg-layers",
+            "1",
+        )
         assert result.returncode == 0, result.stderr
     result = run("report", str(tmp_path / "eeg"), str(tmp_path / "eeg,ecg"))
     assert result.returncode == 0 and "mean AUC" in result.stdout and "eeg+ecg" in result.stdout

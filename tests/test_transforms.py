@@ -51,7 +51,7 @@ def test_windows_are_patches_in_time_order_and_pad_the_last():
 def test_window_fraction_maps_source_samples_to_windows_by_time():
     fs = 500
     mask = np.zeros((1, 30 * fs), dtype=bool)
-    mask[0, 12 * fs:12 * fs + 50] = True  # 0.1 s inside the second 10-s window
+    mask[0, 12 * fs : 12 * fs + 50] = True  # 0.1 s inside the second 10-s window
     share = T.window_fraction(mask, fs, 10, 3)
     assert share[0, 1] == pytest.approx(50 / 5000) and share[0, 0] == share[0, 2] == 0
     assert T.window_any(mask, fs, 10, 3).tolist() == [[False, True, False]]

@@ -36,9 +36,11 @@ from physiofm.synth.emotion import synth_dreamer
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("raw")
-    return {"challenge": synth_challenge(root / "challenge", n_records=24, seed=1, subsets=("georgia", "cpsc_2018")),
-            "ptbxl": synth_ptbxl(root / "ptbxl", n_records=24, seed=1, rates=(500,)),
-            "dreamer": synth_dreamer(root / "dreamer", subjects=3)}
+    return {
+        "challenge": synth_challenge(root / "challenge", n_records=24, seed=1, subsets=("georgia", "cpsc_2018")),
+        "ptbxl": synth_ptbxl(root / "ptbxl", n_records=24, seed=1, rates=(500,)),
+        "dreamer": synth_dreamer(root / "dreamer", subjects=3),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +55,10 @@ def stores(raw, tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture()
 def copy(stores, tmp_path):
     """A fresh copy of a clean store, to corrupt."""
+
     def make(name: str) -> Path:
         return Path(shutil.copytree(stores[name], tmp_path / name))
+
     return make
 
 
@@ -84,6 +88,7 @@ def payload_offset(path: Path, member: int = 0) -> int:
 
 # ---- clean stores ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["challenge", "ptbxl", "dreamer"])
 def test_clean_store_passes(stores, name):
     report = validate(str(stores[name]))
@@ -112,6 +117,7 @@ def test_summary_reports_splits_balance_and_sampling(stores):
 
 
 # ---- the nine corruptions, each on its own -------------------------------------------------------------
+
 
 def test_truncated_shard_is_found_by_its_size(copy):
     store = copy("challenge")
@@ -151,8 +157,12 @@ def test_duplicate_key(copy):
     store = copy("challenge")
     manifest = pl.read_parquet(store / "manifest.parquet")
     key = manifest["key"][6]
-    edit_manifest(store, lambda m: m.with_columns(
-        pl.when(pl.int_range(pl.len()) == 7).then(pl.lit(key)).otherwise(pl.col("key")).alias("key")))
+    edit_manifest(
+        store,
+        lambda m: m.with_columns(
+            pl.when(pl.int_range(pl.len()) == 7).then(pl.lit(key)).otherwise(pl.col("key")).alias("key")
+        ),
+    )
     report = validate(str(store), sample=0)
     found(report, "duplicate-key", key)
     found(validate(str(store)), "shard-keys-mismatch", "shard-000001.tar", key)
@@ -162,9 +172,16 @@ def test_edited_emotion_labels(copy):
     store = copy("dreamer")
     manifest = pl.read_parquet(store / "manifest.parquet")
     flipped, raised = manifest["key"][3], manifest["key"][10]
-    edit_manifest(store, lambda m: m.with_columns(
-        pl.when(pl.col("key") == flipped).then(~pl.col("valence_high")).otherwise(pl.col("valence_high")),
-        pl.when(pl.col("key") == raised).then(pl.lit(9, dtype=pl.Int64)).otherwise(pl.col("arousal")).alias("arousal")))
+    edit_manifest(
+        store,
+        lambda m: m.with_columns(
+            pl.when(pl.col("key") == flipped).then(~pl.col("valence_high")).otherwise(pl.col("valence_high")),
+            pl.when(pl.col("key") == raised)
+            .then(pl.lit(9, dtype=pl.Int64))
+            .otherwise(pl.col("arousal"))
+            .alias("arousal"),
+        ),
+    )
     report = validate(str(store), sample=0)
     found(report, "label-inconsistent", "valence_high", flipped)
     found(report, "label-out-of-range", "arousal", raised)
@@ -174,8 +191,12 @@ def test_edited_emotion_labels(copy):
 def test_edited_ecg_label_differs_from_the_shard(copy):
     store = copy("challenge")
     key = pl.read_parquet(store / "manifest.parquet")["key"][4]
-    edit_manifest(store, lambda m: m.with_columns(
-        pl.when(pl.col("key") == key).then(pl.lit(["164889003"])).otherwise(pl.col("dx")).alias("dx")))
+    edit_manifest(
+        store,
+        lambda m: m.with_columns(
+            pl.when(pl.col("key") == key).then(pl.lit(["164889003"])).otherwise(pl.col("dx")).alias("dx")
+        ),
+    )
     found(validate(str(store)), "manifest-shard-mismatch", "shard-000000.tar", key, "(dx)")
 
 
@@ -243,8 +264,14 @@ def test_every_problem_is_listed(copy):
     edit_manifest(store, lambda m: m.drop("record_id"))
     (store / "build.json").unlink()
     report = validate(str(store))
-    for code in ("store-incomplete", "schema-mismatch", "shard-missing", "shard-size-mismatch", "shard-unlisted",
-                 "non-finite"):
+    for code in (
+        "store-incomplete",
+        "schema-mismatch",
+        "shard-missing",
+        "shard-size-mismatch",
+        "shard-unlisted",
+        "non-finite",
+    ):
         found(report, code)
     console = Console(file=io.StringIO(), width=200)
     print_report(report, console)
@@ -255,6 +282,7 @@ def test_every_problem_is_listed(copy):
 
 # ---- S3 --------------------------------------------------------------------------------------------
 
+
 def test_validate_on_s3(raw, s3_bucket):
     url, options = s3_bucket
     store = f"{url}/store"
@@ -263,7 +291,7 @@ def test_validate_on_s3(raw, s3_bucket):
     assert validate(store, deep=True, storage_options=options).ok
     fs, root = url_to_fs(store, options)
     data = fs.cat_file(f"{root}/wds/shard-000000.tar")
-    fs.pipe_file(f"{root}/wds/shard-000000.tar", data[:len(data) - 10_240])  # truncated
+    fs.pipe_file(f"{root}/wds/shard-000000.tar", data[: len(data) - 10_240])  # truncated
     flipped = bytearray(fs.cat_file(f"{root}/wds/shard-000001.tar"))
     flip_byte(flipped, len(flipped) // 2)
     fs.pipe_file(f"{root}/wds/shard-000001.tar", bytes(flipped))

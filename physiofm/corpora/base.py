@@ -28,9 +28,7 @@ class Signal:
         if self.data.ndim != 2:
             raise ValueError(f"signal data must be (channels, samples), got shape {self.data.shape}")
         if len(self.channels) != self.data.shape[0]:
-            raise ValueError(
-                f"{len(self.channels)} channel names for {self.data.shape[0]} channels of data"
-            )
+            raise ValueError(f"{len(self.channels)} channel names for {self.data.shape[0]} channels of data")
 
 
 @dataclass

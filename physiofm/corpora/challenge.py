@@ -31,7 +31,7 @@ def list_items(root: str) -> list[Item]:
     items = wfdb_dir.list_headers(root)
     known = {item.id for item in items}
     for path in sorted(fs.glob(join(base, "**/*.mat"))):
-        rel = path[len(base.rstrip("/")) + 1:]
+        rel = path[len(base.rstrip("/")) + 1 :]
         if rel[:-4] not in known:
             items.append(Item(id=rel[:-4], path=rel[:-4] + ".hea"))
     return sorted(items, key=lambda item: item.id)
@@ -40,7 +40,7 @@ def list_items(root: str) -> list[Item]:
 def subset_of(item_id: str, root: str) -> str:
     parts = item_id.split("/")[:-1]
     if "training" in parts:
-        parts = parts[parts.index("training") + 1:]
+        parts = parts[parts.index("training") + 1 :]
     parts = [p for p in parts if not (p.startswith("g") and p[1:].isdigit())]
     return parts[0] if parts else root.rstrip("/").rsplit("/", 1)[-1]
 
@@ -62,8 +62,13 @@ def _labels(root: str):
     def describe(item: Item, header) -> tuple[None, dict]:
         fields = header.comment_fields()
         dx = [code.strip() for code in fields.get("Dx", "").split(",") if code.strip()]
-        return None, {"dx": dx, "age": _age(fields.get("Age")), "sex": _sex(fields.get("Sex")),
-                      "subset": subset_of(item.id, root)}
+        return None, {
+            "dx": dx,
+            "age": _age(fields.get("Age")),
+            "sex": _sex(fields.get("Sex")),
+            "subset": subset_of(item.id, root),
+        }
+
     return describe
 
 

@@ -57,10 +57,13 @@ def list_items(root: str) -> list[Item]:
     for row in exams.iter_rows(named=True):
         part = row["trace_file"]
         index = rows.get(part, {}).get(int(row["exam_id"]), -1)
-        meta = {"age": _float(row.get("age")),
-                "sex": {True: "male", False: "female"}.get(_bool(row.get("is_male"))),
-                "nn_predicted_age": _float(row.get("nn_predicted_age")),
-                "death": _bool(row.get("death")), "timey": _float(row.get("timey"))}
+        meta = {
+            "age": _float(row.get("age")),
+            "sex": {True: "male", False: "female"}.get(_bool(row.get("is_male"))),
+            "nn_predicted_age": _float(row.get("nn_predicted_age")),
+            "death": _bool(row.get("death")),
+            "timey": _float(row.get("timey")),
+        }
         meta.update({label: _bool(row.get(label)) for label in LABELS})
         items.append(Item(id=row["exam_id"], path=part, extra=(index, row.get("patient_id"), json.dumps(meta))))
     return sorted(items, key=lambda item: (item.path, item.extra[0]))
@@ -69,7 +72,7 @@ def list_items(root: str) -> list[Item]:
 def _strip_padding(tracing: np.ndarray) -> np.ndarray:
     """(12, T) without the all-zero columns before the first and after the last sample."""
     nonzero = np.flatnonzero(np.any(tracing != 0, axis=0))
-    return tracing[:, nonzero[0]:nonzero[-1] + 1] if len(nonzero) else tracing[:, :0]
+    return tracing[:, nonzero[0] : nonzero[-1] + 1] if len(nonzero) else tracing[:, :0]
 
 
 def read(root: str, items: list[Item]) -> Iterator[Record | Reject]:
@@ -86,7 +89,9 @@ def read(root: str, items: list[Item]) -> Iterator[Record | Reject]:
             continue
         except (OSError, KeyError, ValueError) as error:
             for item in group:
-                yield Reject(NAME, part, "read", f"unreadable HDF5 part {part}: {type(error).__name__}: {error}", item.id)
+                yield Reject(
+                    NAME, part, "read", f"unreadable HDF5 part {part}: {type(error).__name__}: {error}", item.id
+                )
             continue
         for item in group:
             if item.extra[0] < 0:

@@ -34,8 +34,9 @@ from physiofm.io import is_local, join, url_to_fs
 
 NAME = "mahnob"
 ECG_CHANNELS = ("EXG1", "EXG2", "EXG3")
-NON_EEG = frozenset({*(f"EXG{i}" for i in range(1, 9)), "GSR1", "GSR2", "ERG1", "ERG2", "RESP", "TEMP", "STATUS",
-                     "PLET"})  # upper-cased names of the non-EEG channels (Plet in some files)
+NON_EEG = frozenset(
+    {*(f"EXG{i}" for i in range(1, 9)), "GSR1", "GSR2", "ERG1", "ERG2", "RESP", "TEMP", "STATUS", "PLET"}
+)  # upper-cased names of the non-EEG channels (Plet in some files)
 RATINGS = {"valence": "feltVlnc", "arousal": "feltArsl", "dominance": "feltCtrl", "predictability": "feltPred"}
 SCORE_MIN, SCORE_MAX = 1, 9
 _BYTES_PER_SECOND = 47 * 3 * 256  # for est_windows only: the real 47 channels x 24 bit x 256 Hz

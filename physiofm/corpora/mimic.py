@@ -36,7 +36,7 @@ def detect(root: str) -> bool:
 def list_items(root: str) -> list[Item]:
     fs, base = url_to_fs(root)
     top = _root(fs, base)
-    prefix = top[len(base.rstrip("/")) + 1:] if top != base else ""
+    prefix = top[len(base.rstrip("/")) + 1 :] if top != base else ""
     with fs.open(join(top, RECORD_LIST), "rb") as handle:
         records = pl.read_csv(handle, infer_schema_length=0)
     reports: dict[tuple[str, str], str] = {}
@@ -50,8 +50,11 @@ def list_items(root: str) -> list[Item]:
             reports[(row["subject_id"], row["study_id"])] = text
     items = []
     for row in records.iter_rows(named=True):
-        meta = {"study_id": row["study_id"], "ecg_time": row.get("ecg_time"),
-                "report": reports.get((row["subject_id"], row["study_id"]))}
+        meta = {
+            "study_id": row["study_id"],
+            "ecg_time": row.get("ecg_time"),
+            "report": reports.get((row["subject_id"], row["study_id"])),
+        }
         path = join(prefix, row["path"]) + ".hea" if prefix else row["path"] + ".hea"
         items.append(Item(id=row["study_id"], path=path, extra=(row["subject_id"], json.dumps(meta))))
     return sorted(items, key=lambda item: item.path)

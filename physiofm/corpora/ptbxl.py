@@ -61,7 +61,9 @@ def _labels(row: dict, statements: dict[str, dict]) -> dict:
     if statements:
         known = [statements[c] for c in codes if c in statements]
         diagnostic = [s for s in known if _flag(s.get("diagnostic"))]
-        meta["ptbxl_diagnostic"] = sorted(c for c in codes if c in statements and _flag(statements[c].get("diagnostic")))
+        meta["ptbxl_diagnostic"] = sorted(
+            c for c in codes if c in statements and _flag(statements[c].get("diagnostic"))
+        )
         meta["ptbxl_subclass"] = sorted({s["diagnostic_subclass"] for s in diagnostic if s.get("diagnostic_subclass")})
         meta["ptbxl_superclass"] = sorted({s["diagnostic_class"] for s in diagnostic if s.get("diagnostic_class")})
         meta["ptbxl_form"] = sorted(c for c in codes if c in statements and _flag(statements[c].get("form")))
@@ -82,8 +84,14 @@ def list_items(root: str) -> list[Item]:
     for row in table.iter_rows(named=True):
         path = f"{row[column]}.hea"
         meta = _labels(row, statements)
-        items.append(Item(id=path.rsplit("/", 1)[-1][:-4], path=path, est_windows=1,
-                          extra=(_int_text(row.get("patient_id")), json.dumps(meta))))
+        items.append(
+            Item(
+                id=path.rsplit("/", 1)[-1][:-4],
+                path=path,
+                est_windows=1,
+                extra=(_int_text(row.get("patient_id")), json.dumps(meta)),
+            )
+        )
     return sorted(items, key=lambda item: item.path)
 
 

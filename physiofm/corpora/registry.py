@@ -47,24 +47,75 @@ class Corpus:
 
 _ECG, _EMOTION = "physiofm.synth.ecg", "physiofm.synth.emotion"
 # The order of each kind is the order in which ``auto`` tries them (most specific layout first).
-CORPORA: dict[str, Corpus] = {c.name: c for c in (
-    Corpus("code15", "ecg", "physiofm.corpora.code15", f"{_ECG}:synth_code15", "records",
-           "CODE-15%: exams.csv + exams_part*.hdf5, 400 Hz"),
-    Corpus("mimic-iv-ecg", "ecg", "physiofm.corpora.mimic", f"{_ECG}:synth_mimic_iv_ecg", "records",
-           "MIMIC-IV-ECG: record_list.csv + WFDB files/, 500 Hz"),
-    Corpus("ptbxl", "ecg", "physiofm.corpora.ptbxl", f"{_ECG}:synth_ptbxl", "records",
-           "PTB-XL: ptbxl_database.csv + records100/ or records500/"),
-    Corpus("challenge", "ecg", "physiofm.corpora.challenge", f"{_ECG}:synth_challenge", "records",
-           "PhysioNet/CinC Challenge 2020/2021: .hea + MATLAB v4 .mat"),
-    Corpus("wfdb", "ecg", "physiofm.corpora.wfdb_tree", f"{_ECG}:synth_wfdb", "records",
-           "any WFDB tree (every .hea below the folder)"),
-    Corpus("dreamer", "emotion", "physiofm.corpora.dreamer", f"{_EMOTION}:synth_dreamer", "subjects",
-           "DREAMER: DREAMER.mat, EEG 128 Hz + ECG 256 Hz"),
-    Corpus("amigos", "emotion", "physiofm.corpora.amigos", f"{_EMOTION}:synth_amigos", "subjects",
-           "AMIGOS: Data_Preprocessed_P*.mat, 128 Hz"),
-    Corpus("mahnob", "emotion", "physiofm.corpora.mahnob", f"{_EMOTION}:synth_mahnob", "subjects",
-           "MAHNOB-HCI: Sessions/*/Part_*.bdf + session.xml, 256 Hz"),
-)}
+CORPORA: dict[str, Corpus] = {
+    c.name: c
+    for c in (
+        Corpus(
+            "code15",
+            "ecg",
+            "physiofm.corpora.code15",
+            f"{_ECG}:synth_code15",
+            "records",
+            "CODE-15%: exams.csv + exams_part*.hdf5, 400 Hz",
+        ),
+        Corpus(
+            "mimic-iv-ecg",
+            "ecg",
+            "physiofm.corpora.mimic",
+            f"{_ECG}:synth_mimic_iv_ecg",
+            "records",
+            "MIMIC-IV-ECG: record_list.csv + WFDB files/, 500 Hz",
+        ),
+        Corpus(
+            "ptbxl",
+            "ecg",
+            "physiofm.corpora.ptbxl",
+            f"{_ECG}:synth_ptbxl",
+            "records",
+            "PTB-XL: ptbxl_database.csv + records100/ or records500/",
+        ),
+        Corpus(
+            "challenge",
+            "ecg",
+            "physiofm.corpora.challenge",
+            f"{_ECG}:synth_challenge",
+            "records",
+            "PhysioNet/CinC Challenge 2020/2021: .hea + MATLAB v4 .mat",
+        ),
+        Corpus(
+            "wfdb",
+            "ecg",
+            "physiofm.corpora.wfdb_tree",
+            f"{_ECG}:synth_wfdb",
+            "records",
+            "any WFDB tree (every .hea below the folder)",
+        ),
+        Corpus(
+            "dreamer",
+            "emotion",
+            "physiofm.corpora.dreamer",
+            f"{_EMOTION}:synth_dreamer",
+            "subjects",
+            "DREAMER: DREAMER.mat, EEG 128 Hz + ECG 256 Hz",
+        ),
+        Corpus(
+            "amigos",
+            "emotion",
+            "physiofm.corpora.amigos",
+            f"{_EMOTION}:synth_amigos",
+            "subjects",
+            "AMIGOS: Data_Preprocessed_P*.mat, 128 Hz",
+        ),
+        Corpus(
+            "mahnob",
+            "emotion",
+            "physiofm.corpora.mahnob",
+            f"{_EMOTION}:synth_mahnob",
+            "subjects",
+            "MAHNOB-HCI: Sessions/*/Part_*.bdf + session.xml, 256 Hz",
+        ),
+    )
+}
 
 
 def names(kind: str | None = None) -> tuple[str, ...]:

@@ -88,7 +88,7 @@ def parse_header(text: str) -> Header:
     fs = _number(re.split(r"[/(]", tokens[2])[0], "sampling rate", body[0]) if len(tokens) > 2 else 250.0
     n_samples = int(_number(tokens[3], "sample count", body[0])) if len(tokens) > 3 else None
     signals = []
-    for line in body[1:1 + n_sig]:
+    for line in body[1 : 1 + n_sig]:
         parts = line.split()
         if len(parts) < 2:
             raise HeaderError(f"signal line {line!r} has no format")
@@ -106,8 +106,11 @@ def parse_header(text: str) -> Header:
             units = g.group(3) or "mV"
         adczero = int(_number(parts[4], "ADC zero", line)) if len(parts) > 4 else 0
         description = " ".join(parts[8:]) if len(parts) > 8 else f"sig{len(signals)}"
-        signals.append(SignalSpec(parts[0], fmt, spf, skew, offset, gain,
-                                  adczero if baseline is None else baseline, units, description))
+        signals.append(
+            SignalSpec(
+                parts[0], fmt, spf, skew, offset, gain, adczero if baseline is None else baseline, units, description
+            )
+        )
     if len(signals) != n_sig:
         raise HeaderError(f"record line announces {n_sig} signals, found {len(signals)} signal lines")
     if fs <= 0:
@@ -173,7 +176,9 @@ def _check_mat4(raw: bytes, file: str, rows: int, cols: int | None) -> None:
         raise ValueError(f"truncated signal file {file}: {len(raw)} bytes")
     mtype, mrows, ncols, imagf, _ = struct.unpack("<5i", raw[:20])
     if mtype != 30 or imagf:
-        raise ValueError(f"{file} is not a MATLAB v4 int16 matrix (type code {mtype}); MATLAB v5/v7.3 files are not Challenge format")
+        raise ValueError(
+            f"{file} is not a MATLAB v4 int16 matrix (type code {mtype}); MATLAB v5/v7.3 files are not Challenge format"
+        )
     if mrows != rows or (cols is not None and ncols != cols):
         raise ValueError(f"{file} holds a {mrows}x{ncols} matrix, the header says {rows}x{cols}")
 

@@ -18,7 +18,7 @@ def detect(root: str) -> bool:
 
 
 def _relative(base: str, path: str) -> str:
-    return path[len(base.rstrip("/")) + 1:]
+    return path[len(base.rstrip("/")) + 1 :]
 
 
 def _estimate(fs, path: str) -> int:

@@ -159,18 +159,23 @@ class PatchEmbedding(nn.Module):
     def __init__(self, d_model: int, dropout: float) -> None:
         super().__init__()
         if d_model % (STEPS * 5):
-            raise ValueError(f"d_model must be a multiple of 40 (conv channels x {STEPS} steps, "
-                             f"channels in 5 groups), got {d_model}")
+            raise ValueError(
+                f"d_model must be a multiple of 40 (conv channels x {STEPS} steps, channels in 5 groups), got {d_model}"
+            )
         self.d_model, width = d_model, d_model // STEPS
         self.positional_encoding = nn.Sequential(  # registered first: the checkpoint's key order
-            nn.Conv2d(d_model, d_model, kernel_size=(19, 7), stride=(1, 1), padding=(9, 3), groups=d_model))
+            nn.Conv2d(d_model, d_model, kernel_size=(19, 7), stride=(1, 1), padding=(9, 3), groups=d_model)
+        )
         self.mask_encoding = nn.Parameter(torch.zeros(PATCH), requires_grad=False)
         self.proj_in = nn.Sequential(
-            nn.Conv2d(1, width, kernel_size=(1, 49), stride=(1, 25), padding=(0, 24)), nn.GroupNorm(5, width),
+            nn.Conv2d(1, width, kernel_size=(1, 49), stride=(1, 25), padding=(0, 24)),
+            nn.GroupNorm(5, width),
             nn.GELU(),
-            nn.Conv2d(width, width, kernel_size=(1, 3), stride=(1, 1), padding=(0, 1)), nn.GroupNorm(5, width),
+            nn.Conv2d(width, width, kernel_size=(1, 3), stride=(1, 1), padding=(0, 1)),
+            nn.GroupNorm(5, width),
             nn.GELU(),
-            nn.Conv2d(width, width, kernel_size=(1, 3), stride=(1, 1), padding=(0, 1)), nn.GroupNorm(5, width),
+            nn.Conv2d(width, width, kernel_size=(1, 3), stride=(1, 1), padding=(0, 1)),
+            nn.GroupNorm(5, width),
             nn.GELU(),
         )
         self.spectral_proj = nn.Sequential(nn.Linear(PATCH // 2 + 1, d_model), Dropout(dropout, inplace=True))
@@ -203,16 +208,31 @@ class CBraMod(nn.Module):
     (unused) are accepted for upstream compatibility.
     """
 
-    def __init__(self, in_dim: int = PATCH, out_dim: int = PATCH, d_model: int = 200, dim_feedforward: int = 800,
-                 seq_len: int = 30, n_layer: int = 12, nhead: int = 8, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        in_dim: int = PATCH,
+        out_dim: int = PATCH,
+        d_model: int = 200,
+        dim_feedforward: int = 800,
+        seq_len: int = 30,
+        n_layer: int = 12,
+        nhead: int = 8,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         del seq_len
         if in_dim != PATCH:
             raise ValueError(f"CBraMod's patch embedding is fixed to {PATCH}-sample patches, got in_dim={in_dim}")
         if nhead % 2 or d_model % nhead:
             raise ValueError(f"nhead must be even and divide d_model (split in two halves), got {nhead}, {d_model}")
-        self.config = {"d_model": d_model, "dim_feedforward": dim_feedforward, "n_layer": n_layer, "nhead": nhead,
-                       "dropout": dropout, "out_dim": out_dim}
+        self.config = {
+            "d_model": d_model,
+            "dim_feedforward": dim_feedforward,
+            "n_layer": n_layer,
+            "nhead": nhead,
+            "dropout": dropout,
+            "out_dim": out_dim,
+        }
         self.patch_embedding = PatchEmbedding(d_model, dropout)
         self.encoder = Encoder([CrissCrossLayer(d_model, nhead, dim_feedforward, dropout) for _ in range(n_layer)])
         self.proj_out = nn.Sequential(nn.Linear(d_model, out_dim))

@@ -26,18 +26,30 @@ class FusionClassifier(nn.Module):
     and stays in eval mode (no dropout) when the classifier is trained.
     """
 
-    def __init__(self, eeg: CBraMod | None = None, ecg: CBraMod | None = None, n_targets: int = 3,
-                 pooling: str = "mean", hidden: int = 200, dropout: float = 0.1, freeze_eeg: bool = False,
-                 freeze_ecg: bool = False, eeg_shape: tuple[int, int] | None = None,
-                 ecg_shape: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        eeg: CBraMod | None = None,
+        ecg: CBraMod | None = None,
+        n_targets: int = 3,
+        pooling: str = "mean",
+        hidden: int = 200,
+        dropout: float = 0.1,
+        freeze_eeg: bool = False,
+        freeze_ecg: bool = False,
+        eeg_shape: tuple[int, int] | None = None,
+        ecg_shape: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__()
         if eeg is None and ecg is None:
             raise ValueError("a classifier needs at least one encoder")
         if pooling not in POOLINGS:
             raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
         self.eeg, self.ecg, self.pooling = eeg, ecg, pooling
-        self.frozen = {name for name, encoder, frozen in (("eeg", eeg, freeze_eeg), ("ecg", ecg, freeze_ecg))
-                       if encoder is not None and frozen}
+        self.frozen = {
+            name
+            for name, encoder, frozen in (("eeg", eeg, freeze_eeg), ("ecg", ecg, freeze_ecg))
+            if encoder is not None and frozen
+        }
         width = 0
         for name, encoder, shape in (("eeg", eeg, eeg_shape), ("ecg", ecg, ecg_shape)):
             if encoder is None:
@@ -72,8 +84,12 @@ class FusionClassifier(nn.Module):
         present = lead_mask.to(features.dtype).sum(dim=1, keepdim=True).clamp(min=1)
         return features.sum(dim=(1, 2)) / (present * features.shape[2])
 
-    def forward(self, eeg: torch.Tensor | None = None, ecg: torch.Tensor | None = None,
-                ecg_lead_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        eeg: torch.Tensor | None = None,
+        ecg: torch.Tensor | None = None,
+        ecg_lead_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits ``(B, n_targets)`` from ``eeg`` (B, C, N, 200) and/or ``ecg`` (B, L, N, 200).
 
         Pass the modalities this classifier has; ``ecg_lead_mask`` (B, L) True = present lead.

@@ -24,8 +24,15 @@ COMBINES = ("choice", "union")
 class DualMasking(nn.Module):
     """``DualMasking(...)(x, lead_mask, patch_mask, generator)`` → ``(masked x, mask)``."""
 
-    def __init__(self, mode: str = "dual", intra_ratio: float = 0.5, inter_ratio: float = 0.25,
-                 inter_count: int | None = None, combine: str = "choice", p_intra: float = 0.5) -> None:
+    def __init__(
+        self,
+        mode: str = "dual",
+        intra_ratio: float = 0.5,
+        inter_ratio: float = 0.25,
+        inter_count: int | None = None,
+        combine: str = "choice",
+        p_intra: float = 0.5,
+    ) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mask mode {mode!r} is not one of {MODES}")
@@ -39,8 +46,9 @@ class DualMasking(nn.Module):
         self.mode, self.intra_ratio, self.inter_ratio = mode, intra_ratio, inter_ratio
         self.inter_count, self.combine, self.p_intra = inter_count, combine, p_intra
 
-    def intra(self, shape: tuple[int, int, int], generator: torch.Generator | None = None,
-              device: torch.device | None = None) -> torch.Tensor:
+    def intra(
+        self, shape: tuple[int, int, int], generator: torch.Generator | None = None, device: torch.device | None = None
+    ) -> torch.Tensor:
         """Bernoulli(``intra_ratio``) over (B, C, N)."""
         return _rand(shape, generator, device) < self.intra_ratio
 
@@ -57,8 +65,13 @@ class DualMasking(nn.Module):
         rank = scores.argsort(dim=1).argsort(dim=1)
         return (rank < k[:, None])[:, :, None].expand(-1, -1, patches)
 
-    def forward(self, x: torch.Tensor, lead_mask: torch.Tensor | None = None, patch_mask: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        lead_mask: torch.Tensor | None = None,
+        patch_mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` (B, C, N, P), ``lead_mask`` (B, C) True = present, ``patch_mask`` (B, N) True = valid.
 
         Returns ``(masked x, mask)``; ``mask`` (B, C, N) bool on ``x``'s device, True = masked
@@ -89,8 +102,9 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
     return torch.rand(shape, generator=generator, device=generator.device if generator is not None else device)
 
 
-def masked_squared_error(prediction: torch.Tensor, target: torch.Tensor,
-                         mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_squared_error(
+    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The sum of squared errors over the masked patches (``mask`` (B, C, N), nonzero = masked) and
     how many patches that is: the parts of :func:`masked_mse`, summable across processes."""
     selected = mask.bool()

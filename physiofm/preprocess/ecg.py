@@ -6,7 +6,6 @@ one call per step, so the cost per record is the numerical work, not Python over
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from functools import lru_cache
 
@@ -16,16 +15,11 @@ from physiofm.corpora.base import Record, Reject
 from physiofm.preprocess import transforms as T
 from physiofm.preprocess.leads import STANDARD_LEADS, lead_mapping
 from physiofm.preprocess.quality import drop_reason, window_flags
+from physiofm.preprocess.windows import WindowSpec, sample_key
 from physiofm.units import unit_scale
 
 MODALITIES = ("ecg",)
 _IDENTITY = np.arange(len(STANDARD_LEADS))
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-def sample_key(record_id: str, window: int) -> str:
-    """A WebDataset-safe key (no dots, no slashes) for window ``window`` of a record."""
-    return f"{_UNSAFE.sub('-', record_id).strip('-')}_w{window:03d}"
 
 
 @lru_cache(maxsize=256)
@@ -34,16 +28,13 @@ def _mapping(channels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sample_shape(recipe: dict) -> dict[str, tuple[int, ...]]:
-    window = recipe["window"]
-    return {"ecg": (len(STANDARD_LEADS), int(window["seconds"]), int(window["patch"]))}
+    spec = WindowSpec.from_recipe(recipe)
+    return {"ecg": (len(STANDARD_LEADS), spec.patches, spec.patch)}
 
 
 def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray], list[dict], list[Reject]]:
     """Turn a batch of records into samples: ``({"ecg": (S, 12, N, 200)}, metadata rows, rejects)``."""
-    fs_out = float(recipe["signal"]["fs"])
-    window_s, patch = float(recipe["window"]["seconds"]), int(recipe["window"]["patch"])
-    window = int(round(window_s * fs_out))
-    pad_min = int(round(float(recipe["window"]["pad_last_min_seconds"]) * fs_out))
+    spec = WindowSpec.from_recipe(recipe)
     dtype = np.dtype(recipe["output"]["dtype"])
     drop = set(recipe["quality"]["drop"])
     rejects: list[Reject] = []
@@ -52,14 +43,23 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
         signal = record.signals["ecg"]
         src, dst = _mapping(tuple(signal.channels))
         if not len(dst):
-            rejects.append(Reject(record.dataset, record.source, "transform",
-                                  f"no standard ECG lead among channels {signal.channels}", record.record_id))
+            rejects.append(
+                Reject(
+                    record.dataset,
+                    record.source,
+                    "transform",
+                    f"no standard ECG lead among channels {signal.channels}",
+                    record.record_id,
+                )
+            )
             continue
         scale = unit_scale(signal.unit)
         present = np.zeros(len(STANDARD_LEADS), dtype=bool)
         present[dst] = True
         if len(dst) == len(STANDARD_LEADS) and (src == _IDENTITY).all() and (dst == _IDENTITY).all():
-            data = np.asarray(signal.data, dtype=np.float64) * scale if scale != 1 else np.asarray(signal.data, np.float64)
+            data = (
+                np.asarray(signal.data, dtype=np.float64) * scale if scale != 1 else np.asarray(signal.data, np.float64)
+            )
         else:
             data = np.zeros((len(STANDARD_LEADS), signal.data.shape[1]), dtype=np.float64)
             data[dst] = signal.data[src] * scale
@@ -73,46 +73,83 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
         nan = np.isnan(raw)
         if nan.any():
             raw[nan] = 0.0
-        count = T.n_windows(T.resampled_length(length, fs, fs_out), window, pad_min)
+        count = T.n_windows(T.resampled_length(length, fs, spec.fs), spec.samples, spec.pad_min)
         if count == 0:
             for record in group_records:
-                rejects.append(Reject(record.dataset, record.source, "transform",
-                                      f"shorter than one window ({length / fs:.2f} s < {window_s:g} s)",
-                                      record.record_id))
+                rejects.append(
+                    Reject(
+                        record.dataset,
+                        record.source,
+                        "transform",
+                        f"shorter than one window ({length / fs:.2f} s < {spec.seconds:g} s)",
+                        record.record_id,
+                    )
+                )
             continue
-        filtered = T.bandpass(T.resample(raw, fs, fs_out), fs_out, *recipe["filter"]["bandpass"],
-                              order=recipe["filter"]["order"])
+        filtered = T.bandpass(
+            T.resample(raw, fs, spec.fs), spec.fs, *recipe["filter"]["bandpass"], order=recipe["filter"]["order"]
+        )
         if recipe["filter"]["notch"]:
-            filtered = T.notch(filtered, fs_out, recipe["filter"]["notch"], recipe["filter"]["notch_q"])
+            filtered = T.notch(filtered, spec.fs, recipe["filter"]["notch"], recipe["filter"]["notch_q"])
         filtered *= present[..., None]  # absent leads stay exactly zero
         valid = filtered.shape[-1]
-        windows = T.to_windows(filtered.astype(np.float32), window, patch, count)  # (R, W, 12, N, P)
+        windows = T.to_windows(filtered.astype(np.float32), spec.samples, spec.patch, count)  # (R, W, 12, N, P)
         quality = recipe["quality"]
-        flags = window_flags(raw, nan, present, windows, fs, window_s, flat_ptp=quality["flat_ptp_mv"],
-                             clip_fraction=quality["clip_fraction"], amplitude_max=quality["amplitude_max_mv"])
-        n_patches = np.minimum(window, valid - np.arange(count) * window)
-        n_patches = -(-n_patches // patch)
+        flags = window_flags(
+            raw,
+            nan,
+            present,
+            windows,
+            fs,
+            spec.seconds,
+            flat_ptp=quality["flat_ptp_mv"],
+            clip_fraction=quality["clip_fraction"],
+            amplitude_max=quality["amplitude_max_mv"],
+        )
+        n_patches = np.minimum(spec.samples, valid - np.arange(count) * spec.samples)
+        n_patches = -(-n_patches // spec.patch)
         keep = np.ones(windows.shape[:2], dtype=bool)
         for name in drop:
             keep &= ~flags[f"q_{name}"]
         for r, record in enumerate(group_records):
             rows: list[dict] = []
-            base = {"dataset": record.dataset, "record_id": record.record_id, "subject_id": record.subject_id,
-                    "source_path": record.source, "ecg_fs": fs, "ecg_unit": "mV",
-                    "ecg_channels": list(STANDARD_LEADS), "ecg_lead_mask": present[r].tolist()}
+            base = {
+                "dataset": record.dataset,
+                "record_id": record.record_id,
+                "subject_id": record.subject_id,
+                "source_path": record.source,
+                "ecg_fs": fs,
+                "ecg_unit": "mV",
+                "ecg_channels": list(STANDARD_LEADS),
+                "ecg_lead_mask": present[r].tolist(),
+            }
             for w in range(count):
                 row_flags = {name: bool(values[r, w]) for name, values in flags.items()}
                 if not keep[r, w]:
-                    rejects.append(Reject(record.dataset, record.source, "quality",
-                                          drop_reason(row_flags, drop), record.record_id, w))
+                    rejects.append(
+                        Reject(
+                            record.dataset, record.source, "quality", drop_reason(row_flags, drop), record.record_id, w
+                        )
+                    )
                     continue
-                rows.append({"key": sample_key(record.record_id, w), **base, "window_index": w,
-                             "window_start_s": w * window_s, "n_patches": int(n_patches[w]),
-                             **row_flags, **record.meta})
+                rows.append(
+                    {
+                        "key": sample_key(record.record_id, w),
+                        **base,
+                        "window_index": w,
+                        "window_start_s": w * spec.seconds,
+                        "n_patches": int(n_patches[w]),
+                        **row_flags,
+                        **record.meta,
+                    }
+                )
             outputs[members[r][0]] = (rows, windows[r][keep[r]])
     ordered = [outputs[p] for p in sorted(outputs)]
     rows = [row for record_rows, _ in ordered for row in record_rows]
     kept = [array for _, array in ordered if len(array)]
-    arrays = np.concatenate(kept).astype(dtype, copy=False) if kept else \
-        np.zeros((0, *sample_shape(recipe)["ecg"]), dtype=dtype)
+    arrays = (
+        np.concatenate(kept).astype(dtype, copy=False)
+        if kept
+        else np.zeros((0, *sample_shape(recipe)["ecg"]), dtype=dtype)
+    )
     return {"ecg": arrays}, rows, rejects

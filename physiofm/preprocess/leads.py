@@ -15,7 +15,7 @@ def standard_index(name: str) -> int | None:
     key = name.strip().lower()
     for prefix in ("lead ", "ecg "):
         if key.startswith(prefix):
-            key = key[len(prefix):].strip()
+            key = key[len(prefix) :].strip()
     key = _ALIASES.get(key, key)
     return _INDEX.get(key)
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from physiofm.corpora.base import Record, Reject
 from physiofm.preprocess import transforms as T
-from physiofm.preprocess.ecg import sample_key
 from physiofm.preprocess.quality import FLAGS, drop_reason, window_flags
+from physiofm.preprocess.windows import WindowSpec, sample_key
 from physiofm.units import unit_scale
 
 MODALITIES = ("eeg", "ecg")
@@ -48,21 +48,18 @@ def _baseline_means(records: list[Record], recipe: dict, fs_out: float) -> dict[
     for record in records:
         if record.meta.get("segment") == "baseline":
             means[(record.subject_id, record.meta.get("trial"))] = {
-                m: _process(record.signals[m], recipe[m], fs_out)[2].mean(axis=-1, keepdims=True) for m in MODALITIES}
+                m: _process(record.signals[m], recipe[m], fs_out)[2].mean(axis=-1, keepdims=True) for m in MODALITIES
+            }
     return means
 
 
 def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray], list[dict], list[Reject]]:
     """Turn trial segments into paired samples: ``({"eeg": ..., "ecg": ...}, rows, rejects)``."""
-    fs_out = float(recipe["signal"]["fs"])
-    window_s, patch = float(recipe["window"]["seconds"]), int(recipe["window"]["patch"])
-    window = int(round(window_s * fs_out))
-    pad_min = int(round(float(recipe["window"]["pad_last_min_seconds"]) * fs_out))
-    last = float(recipe["window"]["last_seconds"])
+    spec = WindowSpec.from_recipe(recipe)
     mode = recipe["baseline"]["mode"]
     drop = set(recipe["quality"]["drop"])
     dtype = np.dtype(recipe["output"]["dtype"])
-    means = _baseline_means(records, recipe, fs_out) if mode == "subtract" else {}
+    means = _baseline_means(records, recipe, spec.fs) if mode == "subtract" else {}
     arrays: dict[str, list[np.ndarray]] = {m: [] for m in MODALITIES}
     rows: list[dict] = []
     rejects: list[Reject] = []
@@ -72,56 +69,91 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
             continue
         missing = [m for m in MODALITIES if m not in record.signals]
         if missing:
-            rejects.append(Reject(record.dataset, record.source, "transform", f"no {' or '.join(missing)} signal",
-                                  record.record_id))
+            rejects.append(
+                Reject(
+                    record.dataset, record.source, "transform", f"no {' or '.join(missing)} signal", record.record_id
+                )
+            )
             continue
         seconds = min(s.data.shape[1] / s.fs for s in (record.signals[m] for m in MODALITIES))
-        span = int(np.floor(seconds * fs_out))
-        start = max(0, span - int(round(last * fs_out))) if last else 0
-        count = T.n_windows(span - start, window, pad_min)
+        span = int(np.floor(seconds * spec.fs))
+        start = max(0, span - int(round(spec.last_seconds * spec.fs))) if spec.last_seconds else 0
+        count = T.n_windows(span - start, spec.samples, spec.pad_min)
         if count == 0:
-            rejects.append(Reject(record.dataset, record.source, "transform",
-                                  f"shorter than one window ({(span - start) / fs_out:.2f} s < {window_s:g} s)",
-                                  record.record_id))
+            rejects.append(
+                Reject(
+                    record.dataset,
+                    record.source,
+                    "transform",
+                    f"shorter than one window ({(span - start) / spec.fs:.2f} s < {spec.seconds:g} s)",
+                    record.record_id,
+                )
+            )
             continue
         flags = {name: np.zeros(count, dtype=bool) for name in FLAGS}
         windows = {}
         for modality in MODALITIES:
             signal, section = record.signals[modality], recipe[modality]
-            raw, nan, filtered = _process(signal, section, fs_out)
+            raw, nan, filtered = _process(signal, section, spec.fs)
             if mode == "subtract" and segment == "stimulus":
                 base = means.get((record.subject_id, record.meta.get("trial")))
                 if base is not None:
                     filtered = filtered - base[modality]
-            stack = T.to_windows(filtered[None, :, start:span], window, patch, count)  # (1, W, C, N, P)
+            stack = T.to_windows(filtered[None, :, start:span], spec.samples, spec.patch, count)  # (1, W, C, N, P)
             present = np.ones((1, signal.data.shape[0]), dtype=bool)
-            offset = int(round(start * signal.fs / fs_out))
-            found = window_flags(raw[None], nan[None], present, stack, signal.fs, window_s,
-                                 flat_ptp=section["flat_ptp"], clip_fraction=recipe["quality"]["clip_fraction"],
-                                 amplitude_max=section["amplitude_max"], offset=offset)
+            offset = int(round(start * signal.fs / spec.fs))
+            found = window_flags(
+                raw[None],
+                nan[None],
+                present,
+                stack,
+                signal.fs,
+                spec.seconds,
+                flat_ptp=section["flat_ptp"],
+                clip_fraction=recipe["quality"]["clip_fraction"],
+                amplitude_max=section["amplitude_max"],
+                offset=offset,
+            )
             for name in FLAGS:
                 flags[name] |= found[name][0]
             windows[modality] = stack[0]
         meta = dict(record.meta)
         threshold = _threshold(recipe, meta)
-        labels = {f"{t}_high": (None if meta.get(t) is None else bool(float(meta[t]) > threshold))
-                  for t in recipe["labels"]["targets"]}
-        base_row = {"dataset": record.dataset, "record_id": record.record_id, "subject_id": record.subject_id,
-                    "source_path": record.source, "segment": segment, "label_threshold": threshold,
-                    **{f"{m}_fs": float(record.signals[m].fs) for m in MODALITIES},
-                    **{f"{m}_unit": recipe[m]["unit"] for m in MODALITIES},
-                    **{f"{m}_channels": list(record.signals[m].channels) for m in MODALITIES},
-                    "ecg_lead_mask": [True] * len(record.signals["ecg"].channels), **meta, **labels}
+        labels = {
+            f"{t}_high": (None if meta.get(t) is None else bool(float(meta[t]) > threshold))
+            for t in recipe["labels"]["targets"]
+        }
+        base_row = {
+            "dataset": record.dataset,
+            "record_id": record.record_id,
+            "subject_id": record.subject_id,
+            "source_path": record.source,
+            "segment": segment,
+            "label_threshold": threshold,
+            **{f"{m}_fs": float(record.signals[m].fs) for m in MODALITIES},
+            **{f"{m}_unit": recipe[m]["unit"] for m in MODALITIES},
+            **{f"{m}_channels": list(record.signals[m].channels) for m in MODALITIES},
+            "ecg_lead_mask": [True] * len(record.signals["ecg"].channels),
+            **meta,
+            **labels,
+        }
         for w in range(count):
             row_flags = {name: bool(flags[name][w]) for name in FLAGS}
             reason = drop_reason(row_flags, drop)
             if reason:
                 rejects.append(Reject(record.dataset, record.source, "quality", reason, record.record_id, w))
                 continue
-            valid = min(window, span - start - w * window)
-            rows.append({"key": sample_key(record.record_id, w), **base_row, "window_index": w,
-                         "window_start_s": (start + w * window) / fs_out, "n_patches": -(-valid // patch),
-                         **row_flags})
+            valid = min(spec.samples, span - start - w * spec.samples)
+            rows.append(
+                {
+                    "key": sample_key(record.record_id, w),
+                    **base_row,
+                    "window_index": w,
+                    "window_start_s": (start + w * spec.samples) / spec.fs,
+                    "n_patches": -(-valid // spec.patch),
+                    **row_flags,
+                }
+            )
             for modality in MODALITIES:
                 arrays[modality].append(windows[modality][w].astype(dtype))
     out = {m: np.stack(v) if v else np.zeros((0,), dtype=dtype) for m, v in arrays.items()}

@@ -9,9 +9,19 @@ from physiofm.preprocess import transforms as T
 FLAGS = ("q_nan", "q_flat", "q_clip", "q_amplitude")
 
 
-def window_flags(raw: np.ndarray, nan: np.ndarray, present: np.ndarray, windows: np.ndarray, fs: float,
-                 window_s: float, *, flat_ptp: float, clip_fraction: float, amplitude_max: float,
-                 offset: int = 0) -> dict[str, np.ndarray]:
+def window_flags(
+    raw: np.ndarray,
+    nan: np.ndarray,
+    present: np.ndarray,
+    windows: np.ndarray,
+    fs: float,
+    window_s: float,
+    *,
+    flat_ptp: float,
+    clip_fraction: float,
+    amplitude_max: float,
+    offset: int = 0,
+) -> dict[str, np.ndarray]:
     """Flags (R, W) for windows of a stack of records.
 
     ``raw`` (R, C, T) is the source-rate signal in output units with NaNs zeroed and ``nan``

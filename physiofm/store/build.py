@@ -118,7 +118,9 @@ def run_unit(task: UnitTask) -> dict:
     read = 0
     shapes: dict[str, list[int]] = {}
     try:
-        for batch in _batches(iter(reader.read(task.source, task.items)), getattr(preparer, "BATCH_RECORDS", BATCH_RECORDS)):
+        for batch in _batches(
+            iter(reader.read(task.source, task.items)), getattr(preparer, "BATCH_RECORDS", BATCH_RECORDS)
+        ):
             records = [r for r in batch if isinstance(r, Record)]
             rejects.extend(r for r in batch if isinstance(r, Reject))
             read += len(records)
@@ -135,8 +137,15 @@ def run_unit(task: UnitTask) -> dict:
         writer.abort()
         raise
     info = writer.close()
-    marker = {"index": task.index, "shard": asdict(info) if info else None, "records_read": read,
-              "items": len(task.items), "sample_shapes": shapes, "rows": rows, "rejects": [asdict(r) for r in rejects]}
+    marker = {
+        "index": task.index,
+        "shard": asdict(info) if info else None,
+        "records_read": read,
+        "items": len(task.items),
+        "sample_shapes": shapes,
+        "rows": rows,
+        "rejects": [asdict(r) for r in rejects],
+    }
     payload = json_bytes(marker)
     _write_marker(store, L.unit_marker(task.index), payload)
     return json.loads(payload)  # exactly what a resumed build reads back
@@ -171,7 +180,7 @@ def write_zarr(task: ZarrTask) -> dict:
                 held = cached[1][extension]
                 if len(held) != count:
                     raise BuildError(f"{name} holds {len(held)} {extension} arrays, its unit marker says {count}")
-                samples[modality].extend(held[low - first:high - first])
+                samples[modality].extend(held[low - first : high - first])
         for modality, array in arrays.items():
             array[start:stop] = np.stack(samples[modality])
     marker = {"index": task.index, "start": task.start, "stop": task.stop}
@@ -190,8 +199,12 @@ def _versions() -> dict[str, str]:
 
 
 def _fingerprint(corpus: str, source: str, recipe: dict) -> dict:
-    return {"dataset": corpus, "source": str(source), "recipe_hash": recipe_hash(recipe),
-            "schema_version": schema.SCHEMA_VERSION}
+    return {
+        "dataset": corpus,
+        "source": str(source),
+        "recipe_hash": recipe_hash(recipe),
+        "schema_version": schema.SCHEMA_VERSION,
+    }
 
 
 def _remove_unpublished(store: Layout) -> None:
@@ -278,14 +291,22 @@ def build(
     done_build = store.read_info()
     if done_build is not None:
         if all(done_build.get(k) == v for k, v in fingerprint.items()):
-            return {**done_build["counts"], "status": "up-to-date", "seconds": time.perf_counter() - started,
-                    "out": out, "dataset": corpus.name}
-        raise BuildError(f"{out} already holds a different build (dataset {done_build.get('dataset')}, "
-                         f"recipe {done_build.get('recipe_hash', '')[:12]}); choose another output")
+            return {
+                **done_build["counts"],
+                "status": "up-to-date",
+                "seconds": time.perf_counter() - started,
+                "out": out,
+                "dataset": corpus.name,
+            }
+        raise BuildError(
+            f"{out} already holds a different build (dataset {done_build.get('dataset')}, "
+            f"recipe {done_build.get('recipe_hash', '')[:12]}); choose another output"
+        )
     plan = store.read_json(store.state(L.PLAN))
     if plan is not None and plan["fingerprint"] != fingerprint:
-        raise BuildError(f"{out} holds an unfinished build of another source or recipe; "
-                         f"remove it or choose another output")
+        raise BuildError(
+            f"{out} holds an unfinished build of another source or recipe; remove it or choose another output"
+        )
 
     items = corpus.reader.list_items(source)
     if not items:
@@ -298,8 +319,11 @@ def build(
     for path in store.fs.glob(store.state(L.UNIT_MARKERS)):
         marker = json.loads(store.fs.cat_file(path))
         markers[marker["index"]] = marker
-    tasks = [UnitTask(i, corpus.name, source, out, resolved, unit, dict(storage_options or {}))
-             for i, unit in enumerate(units) if i not in markers]
+    tasks = [
+        UnitTask(i, corpus.name, source, out, resolved, unit, dict(storage_options or {}))
+        for i, unit in enumerate(units)
+        if i not in markers
+    ]
 
     modalities = tuple(preprocess.preparer(corpus.kind).MODALITIES)
     total_units = len(units)
@@ -331,8 +355,9 @@ def build(
     return _finish(store, source, corpus, modalities, resolved, fingerprint, ordered, zarr_rows, shapes, started)
 
 
-def _plan_zarr(store: Layout, ordered: list[dict], modalities: tuple[str, ...],
-               output: dict) -> tuple[list[ZarrTask], dict[str, list[int]]]:
+def _plan_zarr(
+    store: Layout, ordered: list[dict], modalities: tuple[str, ...], output: dict
+) -> tuple[list[ZarrTask], dict[str, list[int]]]:
     """Create the Zarr arrays at their final size (once: a resumed build keeps them); return the tasks.
 
     A task covers about one tar shard's worth of rows, rounded to whole Zarr shards.
@@ -345,8 +370,16 @@ def _plan_zarr(store: Layout, ordered: list[dict], modalities: tuple[str, ...],
     if rows and store.read_json(store.state(L.ZARR_PLAN)) != plan:
         group = store.open_zarr("w")
         for modality in modalities:
-            create_zarr_array(group, modality, rows, tuple(shapes[modality]), output["dtype"],
-                              int(output["zarr_chunk_rows"]), shard_rows, output["zarr_compression"])
+            create_zarr_array(
+                group,
+                modality,
+                rows,
+                tuple(shapes[modality]),
+                output["dtype"],
+                int(output["zarr_chunk_rows"]),
+                shard_rows,
+                output["zarr_compression"],
+            )
         for stale in store.fs.glob(store.state(L.ZARR_MARKERS)):
             store.fs.rm(stale)
         write_bytes(store.fs, store.state(L.ZARR_PLAN), json_bytes(plan))
@@ -355,17 +388,27 @@ def _plan_zarr(store: Layout, ordered: list[dict], modalities: tuple[str, ...],
     for index, start in enumerate(range(0, rows, step)):
         stop = min(start + step, rows)
         overlapping = [s for s in sources if s[1] < stop and s[1] + s[2] > start]
-        tasks.append(ZarrTask(index, store.url, modalities, start, stop, shard_rows, overlapping,
-                              dict(store.storage_options)))
+        tasks.append(
+            ZarrTask(index, store.url, modalities, start, stop, shard_rows, overlapping, dict(store.storage_options))
+        )
     return tasks, shapes
 
 
-def _finish(store: Layout, source: str, corpus, modalities: tuple[str, ...], recipe: dict, fingerprint: dict,
-            ordered: list[dict], zarr_rows: dict[str, int], sample_shapes: dict, started: float) -> dict:
+def _finish(
+    store: Layout,
+    source: str,
+    corpus,
+    modalities: tuple[str, ...],
+    recipe: dict,
+    fingerprint: dict,
+    ordered: list[dict],
+    zarr_rows: dict[str, int],
+    sample_shapes: dict,
+    started: float,
+) -> dict:
     rows = [row for marker in ordered for row in marker["rows"]]
     reject_rows = [r for marker in ordered for r in marker["rejects"]]
-    rejects = (pl.DataFrame(reject_rows, infer_schema_length=None) if reject_rows
-               else schema.empty_frame("rejects"))
+    rejects = pl.DataFrame(reject_rows, infer_schema_length=None) if reject_rows else schema.empty_frame("rejects")
     store.write_table("rejects", schema.conform(rejects, "rejects"))
     reasons = Counter(r["reason"] if r["stage"] != "quality" else f"quality: {r['reason']}" for r in reject_rows)
     records_rejected = len({(r["source"], r["record_id"]) for r in reject_rows if r["stage"] != "quality"})
@@ -373,11 +416,14 @@ def _finish(store: Layout, source: str, corpus, modalities: tuple[str, ...], rec
     items_total = sum(m["items"] for m in ordered)
     if not rows:
         top = "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
-        raise BuildError(f"every record of {source} was rejected ({len(reject_rows)} rejects): {top}. "
-                         f"See {join(store.url, L.TABLES['rejects'])}")
+        raise BuildError(
+            f"every record of {source} was rejected ({len(reject_rows)} rejects): {top}. "
+            f"See {join(store.url, L.TABLES['rejects'])}"
+        )
 
     manifest = pl.DataFrame(rows, infer_schema_length=None).with_columns(
-        pl.int_range(0, pl.len(), dtype=pl.Int64).alias("zarr_row"))
+        pl.int_range(0, pl.len(), dtype=pl.Int64).alias("zarr_row")
+    )
     manifest = schema.conform(manifest, "manifest", modalities)
     for modality, count in zarr_rows.items():
         if count != manifest.height:
@@ -386,16 +432,34 @@ def _finish(store: Layout, source: str, corpus, modalities: tuple[str, ...], rec
     shards = schema.conform(pl.DataFrame(_shard_rows(ordered)), "shards")
     store.write_table("shards", shards)
 
-    counts = {"items": items_total, "records_read": records_read, "records_rejected": records_rejected,
-              "samples": manifest.height, "windows_rejected": sum(1 for r in reject_rows if r["stage"] == "quality"),
-              "rejects": len(reject_rows), "shards": shards.height,
-              "rejected_by_reason": dict(sorted(reasons.items()))}
-    build_info = {**fingerprint, "physiofm_version": physiofm.__version__, "kind": corpus.kind,
-                  "modalities": list(modalities), "sample_shapes": sample_shapes,
-                  "dtype": recipe["output"]["dtype"], "recipe": recipe, "counts": counts,
-                  "versions": _versions()}
+    counts = {
+        "items": items_total,
+        "records_read": records_read,
+        "records_rejected": records_rejected,
+        "samples": manifest.height,
+        "windows_rejected": sum(1 for r in reject_rows if r["stage"] == "quality"),
+        "rejects": len(reject_rows),
+        "shards": shards.height,
+        "rejected_by_reason": dict(sorted(reasons.items())),
+    }
+    build_info = {
+        **fingerprint,
+        "physiofm_version": physiofm.__version__,
+        "kind": corpus.kind,
+        "modalities": list(modalities),
+        "sample_shapes": sample_shapes,
+        "dtype": recipe["output"]["dtype"],
+        "recipe": recipe,
+        "counts": counts,
+        "versions": _versions(),
+    }
     _remove_unpublished(store)
     write_bytes(store.fs, store.build_info, json.dumps(build_info, indent=2, sort_keys=True).encode())
     store.fs.rm(store.state(), recursive=True)
-    return {**counts, "status": "built", "seconds": time.perf_counter() - started, "out": store.url,
-            "dataset": corpus.name}
+    return {
+        **counts,
+        "status": "built",
+        "seconds": time.perf_counter() - started,
+        "out": store.url,
+        "dataset": corpus.name,
+    }

@@ -35,7 +35,9 @@ def _distributed():
 
 
 @contextmanager
-def open_executor(name: str = "local", jobs: int | None = None, scheduler: str | None = None) -> Iterator[Executor | None]:
+def open_executor(
+    name: str = "local", jobs: int | None = None, scheduler: str | None = None
+) -> Iterator[Executor | None]:
     """The executor called ``name``, closed (with its client and any local cluster) on exit."""
     if name not in EXECUTORS:
         raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
@@ -54,9 +56,14 @@ def open_executor(name: str = "local", jobs: int | None = None, scheduler: str |
     if scheduler:
         raise ValueError("--executor dask-local starts its own cluster; --scheduler goes with --executor dask")
     workers = jobs or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    with restored_environ(), local_worker_environment(), distributed.LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            distributed.Client(cluster) as client:
+    with (
+        restored_environ(),
+        local_worker_environment(),
+        distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         yield client.get_executor(pure=False)
 
 

@@ -42,7 +42,7 @@ class HashingStream(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         data = self.handle.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         self.sha.update(data)
         self.size += len(data)
         return len(data)

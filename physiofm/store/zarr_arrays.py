@@ -18,14 +18,27 @@ def open_zarr_group(fs, path: str, mode: str = "r", storage_options: dict | None
     return zarr.open_group(store, mode=mode, zarr_format=3)
 
 
-def create_zarr_array(group, name: str, rows: int, sample_shape: tuple[int, ...], dtype: str,
-                      chunk_rows: int, shard_rows: int, compression: str = "none"):
+def create_zarr_array(
+    group,
+    name: str,
+    rows: int,
+    sample_shape: tuple[int, ...],
+    dtype: str,
+    chunk_rows: int,
+    shard_rows: int,
+    compression: str = "none",
+):
     """Create (or replace) the array ``name``: ``rows`` samples, chunked and sharded along samples."""
     if shard_rows % chunk_rows:
         raise ValueError("zarr_shard_rows must be a multiple of zarr_chunk_rows")
     return group.create_array(
-        name, shape=(rows, *sample_shape), dtype=dtype, chunks=(chunk_rows, *sample_shape),
-        shards=(shard_rows, *sample_shape), compressors=ZstdCodec(level=1) if compression == "zstd" else None,
-        fill_value=0, dimension_names=("sample",) + ("channel", "patch", "time")[-len(sample_shape):],
+        name,
+        shape=(rows, *sample_shape),
+        dtype=dtype,
+        chunks=(chunk_rows, *sample_shape),
+        shards=(shard_rows, *sample_shape),
+        compressors=ZstdCodec(level=1) if compression == "zstd" else None,
+        fill_value=0,
+        dimension_names=("sample",) + ("channel", "patch", "time")[-len(sample_shape) :],
         overwrite=True,
     )

@@ -32,16 +32,18 @@ _HR_RANGE = {"SB": (42.0, 58.0), "ST": (102.0, 135.0), "AF": (60.0, 130.0), "SR"
 _HR_DEFAULT = (50.0, 110.0)
 
 # Dower inverse transform, rows I, II, V1..V6; columns X, Y, Z of the Frank vectorcardiogram.
-_DOWER = np.array([
-    [0.632, -0.235, 0.059],
-    [0.235, 1.066, -0.132],
-    [-0.515, 0.157, -0.917],
-    [0.044, 0.164, -1.387],
-    [0.882, 0.098, -1.277],
-    [1.213, 0.127, -0.601],
-    [1.125, 0.127, -0.086],
-    [0.831, 0.076, 0.230],
-])
+_DOWER = np.array(
+    [
+        [0.632, -0.235, 0.059],
+        [0.235, 1.066, -0.132],
+        [-0.515, 0.157, -0.917],
+        [0.044, 0.164, -1.387],
+        [0.882, 0.098, -1.277],
+        [1.213, 0.127, -0.601],
+        [1.125, 0.127, -0.086],
+        [0.831, 0.076, 0.230],
+    ]
+)
 
 # Waves: name -> (centre relative to the R peak [s], width sigma [s], normal heart vector [mV]).
 # The T centre is scaled by sqrt(RR) per beat (QT shortens with rate).

@@ -75,7 +75,8 @@ def session(device: str = "auto", require: bool = False) -> Iterator[torch.devic
         missing = [name for name in LAUNCH_ENV if name not in os.environ]
         raise DistributedError(
             "--ddp needs a distributed launch, e.g. `torchrun --nproc_per_node 2 -m physiofm pretrain|finetune …`; "
-            f"this process lacks {', '.join(missing)}")
+            f"this process lacks {', '.join(missing)}"
+        )
     chosen = pick_device(device)
     if chosen.type == "cuda" and (launched() or active()):
         chosen = torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))

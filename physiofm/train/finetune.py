@@ -2,7 +2,9 @@
 
 For each fold of the protocol (:mod:`physiofm.train.protocols`, computed from the manifest)
 a fresh classifier is built (encoders loaded from ``eeg_weights`` / ``ecg_weights`` when
-given), trained on the fold's training rows, and evaluated on its test rows.  The run folder
+given: a pretraining run folder or its ``encoder.pt`` brings its own size, which
+``eeg_model`` / ``ecg_model`` may repeat but not contradict; other files are built at that
+size), trained on the fold's training rows, and evaluated on its test rows.  The run folder
 gets ``folds/<fold>.json`` per finished fold (a resumed run skips those), ``results.json``
 (per fold and target: ROC-AUC, F1, accuracy, balanced accuracy; their mean and spread) and one
 ROC-curve PNG per target.  ``modalities`` selects EEG-only, ECG-only or fusion with the same code.
@@ -26,14 +28,15 @@ import numpy as np
 import polars as pl
 import torch
 
-from physiofm.io import join, url_to_fs
-from physiofm.store.layout import Layout
 from physiofm.models import CBraMod, FusionClassifier, load_pretrained
+from physiofm.store.layout import Layout
 from physiofm.train import distributed
-from physiofm.train.loop import TrainOptions, autocast, cosine_with_warmup, seed_step
-from physiofm.train.metrics import binary_metrics, summarize
-from physiofm.train.protocols import make_folds
 from physiofm.train.data.stream import StreamingDataset
+from physiofm.train.loop import TrainOptions, autocast, seed_step
+from physiofm.train.metrics import binary_metrics, summarize
+from physiofm.train.plots import plot_roc
+from physiofm.train.protocols import make_folds
+from physiofm.train.step import launch, optimisation_step, schedule
 
 
 @dataclass
@@ -59,25 +62,29 @@ def _encoder(modality: str, config: FinetuneConfig) -> CBraMod | None:
         return None
     weights = config.eeg_weights if modality == "eeg" else config.ecg_weights
     size = config.eeg_model if modality == "eeg" else config.ecg_model
-    if weights is None:
-        return CBraMod(**size)
-    path = Path(weights)
-    return load_pretrained(str(path / "encoder.pt" if path.is_dir() else path), **size)
+    return CBraMod(**size) if weights is None else load_pretrained(weights, **size)
 
 
 def _build_model(config: FinetuneConfig, device: torch.device, fold_index: int) -> FusionClassifier:
     torch.manual_seed(config.seed * 7919 + fold_index)
-    model = FusionClassifier(eeg=_encoder("eeg", config), ecg=_encoder("ecg", config), n_targets=len(config.targets),
-                             pooling=config.pooling, freeze_eeg="eeg" in config.freeze,
-                             freeze_ecg="ecg" in config.freeze)
+    model = FusionClassifier(
+        eeg=_encoder("eeg", config),
+        ecg=_encoder("ecg", config),
+        n_targets=len(config.targets),
+        pooling=config.pooling,
+        freeze_eeg="eeg" in config.freeze,
+        freeze_ecg="ecg" in config.freeze,
+    )
     return model.to(device)
 
 
 def _optimizer(model: FusionClassifier, config: FinetuneConfig) -> torch.optim.Optimizer:
     encoders = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("head")]
     head = [p for name, p in model.named_parameters() if p.requires_grad and name.startswith("head")]
-    return torch.optim.AdamW([{"params": encoders, "lr": config.lr}, {"params": head, "lr": config.head_lr}],
-                             weight_decay=config.weight_decay)
+    return torch.optim.AdamW(
+        [{"params": encoders, "lr": config.lr}, {"params": head, "lr": config.head_lr}],
+        weight_decay=config.weight_decay,
+    )
 
 
 def _forward(model: torch.nn.Module, batch: dict, config: FinetuneConfig, device: torch.device) -> torch.Tensor:
@@ -86,25 +93,33 @@ def _forward(model: torch.nn.Module, batch: dict, config: FinetuneConfig, device
 
 
 def _dataset(config: FinetuneConfig, rows: np.ndarray, labels: list[str], shuffle: bool, seed: int) -> StreamingDataset:
-    return StreamingDataset(config.store, batch_size=config.batch_size, modalities=list(config.modalities),
-                            labels=labels, rows=rows, shuffle=shuffle, seed=seed, num_workers=config.workers,
-                            storage_options=config.storage_options)
+    return StreamingDataset(
+        config.store,
+        batch_size=config.batch_size,
+        modalities=list(config.modalities),
+        labels=labels,
+        rows=rows,
+        shuffle=shuffle,
+        seed=seed,
+        num_workers=config.workers,
+        storage_options=config.storage_options,
+    )
 
 
-def run_fold(config: FinetuneConfig, fold_index: int, train_rows: np.ndarray, test_rows: np.ndarray,
-             device: torch.device) -> dict:
+def run_fold(
+    config: FinetuneConfig, fold_index: int, train_rows: np.ndarray, test_rows: np.ndarray, device: torch.device
+) -> dict:
     """Train on ``train_rows`` and evaluate on ``test_rows``; return metrics and test predictions.
 
     Under a process group every rank calls this for the same fold and gets the same result.
     """
     labels = [f"{t}_high" for t in config.targets]
-    rank, world = distributed.rank(), distributed.world_size()
+    rank = distributed.rank()
     model = _build_model(config, device, fold_index)
     optimizer = _optimizer(model, config)
     net = distributed.wrap(model, device)
     train = _dataset(config, train_rows, labels, True, config.seed + fold_index)
-    total = config.max_steps or config.epochs * train.batches_per_epoch
-    scheduler = cosine_with_warmup(optimizer, min(config.warmup_steps, total // 2), total)
+    total, scheduler = schedule(optimizer, config, train.batches_per_epoch)
     criterion = torch.nn.BCEWithLogitsLoss(reduction="none")
     step, epoch, losses = 0, 0, []
     model.train()
@@ -118,15 +133,8 @@ def run_fold(config: FinetuneConfig, fold_index: int, train_rows: np.ndarray, te
             with autocast(device, config.precision):
                 logits = _forward(net, batch, config, device)
             error = (criterion(logits.float(), torch.nan_to_num(target)) * known).sum()
-            total_error, labelled = distributed.all_sum(torch.stack([error.detach(), known.sum()]).double()).tolist()
-            # DDP averages the ranks' gradients: scaled by the world size, it is the gradient of the global mean
-            loss = error * (world / max(1.0, labelled))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
-            scheduler.step()
-            losses.append(total_error / max(1.0, labelled))
+            loss, _, _ = optimisation_step(error, known.sum(), model, optimizer, scheduler, config.clip)
+            losses.append(loss)
             step += 1
             if step >= total:
                 break
@@ -145,10 +153,19 @@ def run_fold(config: FinetuneConfig, fold_index: int, train_rows: np.ndarray, te
     prob = distributed.all_concat(torch.cat(probabilities).numpy())
     true = distributed.all_concat(torch.cat(truth).numpy())
     rows = distributed.all_concat(torch.cat(rows).numpy())
-    metrics = {t: binary_metrics(true[:, i], prob[:, i]) for i, t in enumerate(config.targets)
-               if not np.isnan(true[:, i]).any()}
-    return {"metrics": metrics, "steps": step, "final_loss": float(np.mean(losses[-5:])) if losses else None,
-            "rows": rows.tolist(), "prob": prob.tolist(), "true": true.tolist()}
+    metrics = {
+        t: binary_metrics(true[:, i], prob[:, i])
+        for i, t in enumerate(config.targets)
+        if not np.isnan(true[:, i]).any()
+    }
+    return {
+        "metrics": metrics,
+        "steps": step,
+        "final_loss": float(np.mean(losses[-5:])) if losses else None,
+        "rows": rows.tolist(),
+        "prob": prob.tolist(),
+        "true": true.tolist(),
+    }
 
 
 def _manifest(config: FinetuneConfig) -> pl.DataFrame:
@@ -161,13 +178,9 @@ def _manifest(config: FinetuneConfig) -> pl.DataFrame:
 
 
 def finetune(config: FinetuneConfig) -> dict:
-    """Run every fold of the protocol (skipping folds a resumed run already finished); return the results.
-
-    Under a ``torchrun`` launch (or with ``config.ddp``, which requires one) this is one rank
-    of a data-parallel run; every rank returns the same results.
-    """
-    with distributed.session(config.device, require=config.ddp) as device:
-        return _finetune(config, device)
+    """Run every fold of the protocol (skipping folds a resumed run already finished); return the results,
+    the same on every rank of a data-parallel launch (:func:`physiofm.train.step.launch`)."""
+    return launch(_finetune, config)
 
 
 def _finetune(config: FinetuneConfig, device: torch.device) -> dict:
@@ -191,46 +204,22 @@ def _finetune(config: FinetuneConfig, device: torch.device) -> dict:
             path.write_text(json.dumps(result))
         per_fold[fold.name] = result
     summary = summarize([r["metrics"] for r in per_fold.values()])
-    results = {"modalities": list(config.modalities), "targets": list(config.targets), "protocol": config.protocol,
-               "folds": {name: {k: v for k, v in r.items() if k in ("metrics", "steps", "final_loss", "subjects_test")}
-                         for name, r in per_fold.items()},
-               "summary": summary, "seconds": time.perf_counter() - started, "world_size": distributed.world_size()}
+    results = {
+        "modalities": list(config.modalities),
+        "targets": list(config.targets),
+        "protocol": config.protocol,
+        "folds": {
+            name: {k: v for k, v in r.items() if k in ("metrics", "steps", "final_loss", "subjects_test")}
+            for name, r in per_fold.items()
+        },
+        "summary": summary,
+        "seconds": time.perf_counter() - started,
+        "world_size": distributed.world_size(),
+    }
     if main:
         (out / "results.json").write_text(json.dumps(results, indent=2))
         plot_roc(per_fold, config.targets, out)
     return distributed.broadcast(results)
-
-
-def plot_roc(per_fold: dict[str, dict], targets: tuple[str, ...], out: Path) -> None:
-    """One PNG per target: each fold's ROC curve and the pooled one."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    for i, target in enumerate(targets):
-        figure, axes = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-        pooled_true, pooled_prob = [], []
-        for name, result in per_fold.items():
-            true, prob = np.array(result["true"])[:, i], np.array(result["prob"])[:, i]
-            pooled_true.append(true)
-            pooled_prob.append(prob)
-            if 0 < true.sum() < len(true):
-                fpr, tpr, _ = roc_curve(true, prob)
-                axes.plot(fpr, tpr, alpha=0.35, linewidth=1)
-        true, prob = np.concatenate(pooled_true), np.concatenate(pooled_prob)
-        if 0 < true.sum() < len(true):
-            fpr, tpr, _ = roc_curve(true, prob)
-            axes.plot(fpr, tpr, color="black", linewidth=2, label="pooled")
-        axes.plot([0, 1], [0, 1], linestyle="--", color="grey")
-        axes.set_xlabel("false positive rate")
-        axes.set_ylabel("true positive rate")
-        axes.set_title(f"{target} (high vs low)")
-        axes.legend(loc="lower right")
-        figure.tight_layout()
-        figure.savefig(out / f"roc_{target}.png")
-        plt.close(figure)
 
 
 def comparison(runs: list[str]) -> list[dict]:

@@ -59,9 +59,11 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
 
 
-def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int,
-                       min_ratio: float = 0.02) -> torch.optim.lr_scheduler.LambdaLR:
+def cosine_with_warmup(
+    optimizer: torch.optim.Optimizer, warmup: int, total: int, min_ratio: float = 0.02
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio`` of the peak at ``total``."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -110,8 +112,9 @@ class JsonLog:
 
     def truncate_after(self, step: int) -> None:
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line and json.loads(line).get("step", 0) <= step]
+            kept = [
+                line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step
+            ]
             self.path.write_text("".join(f"{line}\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
@@ -122,23 +125,3 @@ class JsonLog:
 
     def read(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line] if self.path.exists() else []
-
-
-def plot_curve(records: list[dict[str, Any]], key: str, path: Path, title: str) -> None:
-    """A PNG of ``key`` against ``step``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    points = [(r["step"], r[key]) for r in records if key in r]
-    figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
-    if points:
-        axes.plot(*zip(*points))
-    axes.set_xlabel("step")
-    axes.set_ylabel(key)
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)

@@ -20,7 +20,8 @@ def binary_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.
         "roc_auc": float(auc),
         "f1": float(skm.f1_score(y_true, y_pred, zero_division=0)),
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)) if y_true.any() and not y_true.all()
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred))
+        if y_true.any() and not y_true.all()
         else float(skm.accuracy_score(y_true, y_pred)),
         "n": int(len(y_true)),
         "positives": int(y_true.sum()),
@@ -36,7 +37,9 @@ def summarize(per_fold: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
         for metric in METRICS:
             values = np.array([fold[target][metric] for fold in per_fold], dtype=float)
             finite = values[~np.isnan(values)]
-            out[target][metric] = {"mean": float(finite.mean()) if len(finite) else math.nan,
-                                   "std": float(finite.std()) if len(finite) else math.nan,
-                                   "folds": int(len(finite))}
+            out[target][metric] = {
+                "mean": float(finite.mean()) if len(finite) else math.nan,
+                "std": float(finite.std()) if len(finite) else math.nan,
+                "folds": int(len(finite)),
+            }
     return out

@@ -2,10 +2,10 @@
 
 A run folder holds ``last.pt`` (model, optimiser, scheduler, data position, step; written every
 ``checkpoint_every`` steps and at the end), ``encoder.pt`` (the encoder's state_dict with the
-checkpoint's key names, what fine-tuning loads), ``metrics.jsonl``, ``loss.png`` and
-``config.json``.  Every random draw of step ``s`` comes from ``(seed, s)`` and the data
-position is exact, so ``resume=True`` continues a killed run to the same weights as an
-uninterrupted one.
+checkpoint's key names and its size in the metadata, :func:`physiofm.models.save_encoder`:
+what fine-tuning loads, at that size), ``metrics.jsonl``, ``loss.png`` and ``config.json``.
+Every random draw of step ``s`` comes from ``(seed, s)`` and the data position is exact, so
+``resume=True`` continues a killed run to the same weights as an uninterrupted one.
 
 Under ``torchrun`` (:mod:`physiofm.train.distributed`) every process trains a replica in
 ``DistributedDataParallel`` on its own share of each epoch (disjoint slots of the same
@@ -28,12 +28,12 @@ from pathlib import Path
 
 import torch
 
-from physiofm.models import CBraMod, DualMasking, masked_squared_error
+from physiofm.models import CBraMod, DualMasking, masked_squared_error, save_encoder
 from physiofm.train import distributed
-from physiofm.train.loop import (
-    JsonLog, TrainOptions, autocast, cosine_with_warmup, load_checkpoint, plot_curve, save_checkpoint, seed_step,
-)
 from physiofm.train.data.stream import StreamingDataset
+from physiofm.train.loop import JsonLog, TrainOptions, autocast, load_checkpoint, save_checkpoint, seed_step
+from physiofm.train.plots import plot_curve
+from physiofm.train.step import launch, optimisation_step, schedule
 
 
 @dataclass
@@ -55,13 +55,9 @@ def _inputs(batch: dict, modality: str, device: torch.device) -> tuple[torch.Ten
 
 
 def pretrain(config: PretrainConfig) -> dict:
-    """Run (or resume) pretraining; return a summary (steps, final loss, paths).
-
-    Under a ``torchrun`` launch (or with ``config.ddp``, which requires one) this is one rank
-    of a data-parallel run; every rank returns the same summary.
-    """
-    with distributed.session(config.device, require=config.ddp) as device:
-        return _pretrain(config, device)
+    """Run (or resume) pretraining; return a summary (steps, final loss, paths), the same on every rank
+    of a data-parallel launch (:func:`physiofm.train.step.launch`)."""
+    return launch(_pretrain, config)
 
 
 def _pretrain(config: PretrainConfig, device: torch.device) -> dict:
@@ -73,21 +69,28 @@ def _pretrain(config: PretrainConfig, device: torch.device) -> dict:
     model = CBraMod(**config.model).to(device)
     masking = DualMasking(**config.masking)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    data = StreamingDataset(config.store, batch_size=config.batch_size, modalities=[config.modality],
-                            seed=config.seed, num_workers=config.workers, rank=rank, world_size=world,
-                            storage_options=config.storage_options)
-    per_epoch = data.batches_per_epoch
-    total = config.max_steps or config.epochs * per_epoch
-    scheduler = cosine_with_warmup(optimizer, min(config.warmup_steps, total // 2), total)
+    data = StreamingDataset(
+        config.store,
+        batch_size=config.batch_size,
+        modalities=[config.modality],
+        seed=config.seed,
+        num_workers=config.workers,
+        rank=rank,
+        world_size=world,
+        storage_options=config.storage_options,
+    )
+    total, scheduler = schedule(optimizer, config, data.batches_per_epoch)
     log = JsonLog(out / "metrics.jsonl")
     step, epoch = 0, 0
     if distributed.broadcast(config.resume and (out / "last.pt").exists()):
         state = load_checkpoint(str(out / "last.pt"))
         saved_world = state["data"].get("world_size", 1)
         if saved_world != world:
-            raise ValueError(f"{out / 'last.pt'} was written by a run over {saved_world} process(es), this one has "
-                             f"{world}: the data position depends on the number of processes, so resume with "
-                             f"{saved_world} (torchrun --nproc_per_node …) or start a new run folder")
+            raise ValueError(
+                f"{out / 'last.pt'} was written by a run over {saved_world} process(es), this one has "
+                f"{world}: the data position depends on the number of processes, so resume with "
+                f"{saved_world} (torchrun --nproc_per_node …) or start a new run folder"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -102,9 +105,17 @@ def _pretrain(config: PretrainConfig, device: torch.device) -> dict:
 
     def checkpoint(batches: int) -> None:
         if main:
-            save_checkpoint(str(out / "last.pt"), {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "step": step, "data": data.state_dict(batches), "config": asdict(config)})
+            save_checkpoint(
+                str(out / "last.pt"),
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": step,
+                    "data": data.state_dict(batches),
+                    "config": asdict(config),
+                },
+            )
 
     model.train()
     started, samples = time.perf_counter(), 0
@@ -117,21 +128,22 @@ def _pretrain(config: PretrainConfig, device: torch.device) -> dict:
             with autocast(device, config.precision):
                 prediction = net(x, mask=mask)
             error, patches = masked_squared_error(prediction.float(), x, mask)
-            total_error, masked = distributed.all_sum(torch.stack([error.detach(), patches]).double()).tolist()
-            values = max(1.0, masked * x.shape[-1])
-            # DDP averages the ranks' gradients: scaled by the world size, it is the gradient of the global mean
-            loss = error * (world / values)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
-            scheduler.step()
+            loss, masked, grad_norm = optimisation_step(
+                error, patches, model, optimizer, scheduler, config.clip, per_count=x.shape[-1]
+            )
             step, consumed = step + 1, consumed + 1
             samples += int((~batch["pad"]).sum())
             if main:
-                log.write({"step": step, "epoch": epoch, "loss": round(total_error / values, 6),
-                           "grad_norm": round(float(grad_norm), 4), "lr": scheduler.get_last_lr()[0],
-                           "masked": int(masked)})
+                log.write(
+                    {
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": round(loss, 6),
+                        "grad_norm": round(float(grad_norm), 4),
+                        "lr": scheduler.get_last_lr()[0],
+                        "masked": int(masked),
+                    }
+                )
             if step % config.checkpoint_every == 0 or step == total:
                 checkpoint(consumed)
             if step >= total:
@@ -143,11 +155,17 @@ def _pretrain(config: PretrainConfig, device: torch.device) -> dict:
         break
     elapsed = time.perf_counter() - started
     per_rank = distributed.all_gather(samples)
-    summary = {"steps": step, "final_loss": None, "samples_per_s": sum(per_rank) / elapsed if elapsed else 0.0,
-               "out": str(out), "world_size": world, "samples_per_rank": per_rank,
-               "weights_in_sync": distributed.in_sync(model)}
+    summary = {
+        "steps": step,
+        "final_loss": None,
+        "samples_per_s": sum(per_rank) / elapsed if elapsed else 0.0,
+        "out": str(out),
+        "world_size": world,
+        "samples_per_rank": per_rank,
+        "weights_in_sync": distributed.in_sync(model),
+    }
     if main:
-        torch.save(model.state_dict(), out / "encoder.pt")
+        save_encoder(model, out / "encoder.pt")
         records = log.read()
         plot_curve(records, "loss", out / "loss.png", f"{config.modality} dual-masking pretraining")
         summary["final_loss"] = records[-1]["loss"] if records else None

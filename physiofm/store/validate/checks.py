@@ -97,8 +97,9 @@ class _Store:
         return None
 
 
-def validate(store: str, *, deep: bool = False, sample: int = 64, seed: int = 0,
-             storage_options: dict | None = None) -> Report:
+def validate(
+    store: str, *, deep: bool = False, sample: int = 64, seed: int = 0, storage_options: dict | None = None
+) -> Report:
     """Check the store at ``store`` (path or URL); return every problem found and the summary.
 
     ``sample``: the default check reads whole shards, drawn in an order fixed by ``seed``, until
@@ -108,14 +109,22 @@ def validate(store: str, *, deep: bool = False, sample: int = 64, seed: int = 0,
     fs, root = layout.fs, layout.root
     fs.invalidate_cache()  # see the storage as it is now, not as an earlier listing left it
     report = Report(store=store, deep=deep)
-    report.sections = {"store": {}, "counts": {},
-                       "checked": {"mode": "deep" if deep else "default", "sample": sample, "seed": seed}}
+    report.sections = {
+        "store": {},
+        "counts": {},
+        "checked": {"mode": "deep" if deep else "default", "sample": sample, "seed": seed},
+    }
     if not fs.isdir(root):
         report.add("schema", "store-missing", f"no store at {store}")
         return report
     ctx = _open(report, layout)
-    steps = (("integrity", _check_counts), ("integrity", _check_rows), ("content", _check_labels),
-             ("leakage", _check_splits), ("leakage", _class_balance))
+    steps = (
+        ("integrity", _check_counts),
+        ("integrity", _check_rows),
+        ("content", _check_labels),
+        ("leakage", _check_splits),
+        ("leakage", _class_balance),
+    )
     for check, step in steps:
         _guarded(report, check, step, report, ctx)
     present = _guarded(report, "integrity", _check_listing, report, ctx) or set()
@@ -141,6 +150,7 @@ def _named(items: Sequence[str], total: int | None = None) -> str:
 
 # ---- schema: build.json, tables, Zarr metadata --------------------------------------------------
 
+
 def _open(report: Report, store: Layout) -> _Store:
     info = _read_build_info(report, store)
     group = None
@@ -158,16 +168,29 @@ def _open(report: Report, store: Layout) -> _Store:
             else:
                 report.add("schema", "zarr-array-missing", f"zarr/ has no array {modality!r}")
         _check_shapes(report, ctx)
-    report.sections["store"] = {key: info.get(key) for key in (
-        "dataset", "kind", "modalities", "sample_shapes", "dtype", "schema_version", "physiofm_version",
-        "recipe_hash")}
+    report.sections["store"] = {
+        key: info.get(key)
+        for key in (
+            "dataset",
+            "kind",
+            "modalities",
+            "sample_shapes",
+            "dtype",
+            "schema_version",
+            "physiofm_version",
+            "recipe_hash",
+        )
+    }
     return ctx
 
 
 def _read_build_info(report: Report, store: Layout) -> dict[str, Any]:
     if not store.fs.exists(store.build_info):
-        state = (f"; {L.STATE}/ holds an interrupted build: run the build again to resume it"
-                 if store.fs.exists(store.state()) else "")
+        state = (
+            f"; {L.STATE}/ holds an interrupted build: run the build again to resume it"
+            if store.fs.exists(store.state())
+            else ""
+        )
         report.add("schema", "store-incomplete", f"{L.BUILD_INFO} is missing: the store is incomplete{state}")
         return {}
     try:
@@ -182,8 +205,11 @@ def _read_build_info(report: Report, store: Layout) -> dict[str, Any]:
     if missing:
         report.add("schema", "build-json-incomplete", f"build.json lacks {', '.join(missing)}")
     if "schema_version" in info and info["schema_version"] != schema.SCHEMA_VERSION:
-        report.add("schema", "schema-version", f"build.json says schema v{info['schema_version']}; "
-                   f"this physiofm checks v{schema.SCHEMA_VERSION}")
+        report.add(
+            "schema",
+            "schema-version",
+            f"build.json says schema v{info['schema_version']}; this physiofm checks v{schema.SCHEMA_VERSION}",
+        )
     if isinstance(info.get("recipe"), dict) and info.get("recipe_hash") != recipe_hash(info["recipe"]):
         report.add("schema", "recipe-hash-mismatch", "build.json: recipe_hash is not the hash of its recipe")
     return info
@@ -210,17 +236,26 @@ def _check_shapes(report: Report, ctx: _Store) -> None:
     for modality, array in ctx.arrays.items():
         want = ctx.sample_shape(modality)
         if want and (tuple(array.shape[1:]), str(array.dtype)) != want:
-            report.add("content", "sample-shape-mismatch", f"zarr {modality} holds {array.dtype} samples of "
-                       f"shape {tuple(array.shape[1:])}; build.json says {want[1]} {want[0]}")
+            report.add(
+                "content",
+                "sample-shape-mismatch",
+                f"zarr {modality} holds {array.dtype} samples of "
+                f"shape {tuple(array.shape[1:])}; build.json says {want[1]} {want[0]}",
+            )
         if want and rate and window.get("seconds") and window.get("patch"):
             patch = int(window["patch"])
             recipe_shape = (round(float(window["seconds"]) * float(rate)) // patch, patch)
             if want[0][-2:] != recipe_shape:
-                report.add("content", "sample-shape-mismatch", f"build.json sample shape of {modality} "
-                           f"{want[0]} does not end in the recipe's window {recipe_shape}")
+                report.add(
+                    "content",
+                    "sample-shape-mismatch",
+                    f"build.json sample shape of {modality} "
+                    f"{want[0]} does not end in the recipe's window {recipe_shape}",
+                )
 
 
 # ---- integrity: indexes ----------------------------------------------------------------------
+
 
 def _check_counts(report: Report, ctx: _Store) -> None:
     """Sample and shard counts of the index, the manifest, Zarr and build.json agree."""
@@ -234,14 +269,21 @@ def _check_counts(report: Report, ctx: _Store) -> None:
     if "samples" in counts:
         samples["build.json"] = int(counts["samples"])
     if len(set(samples.values())) > 1:
-        report.add("integrity", "count-mismatch", "sample counts disagree: "
-                   + ", ".join(f"{where} {n}" for where, n in samples.items()))
+        report.add(
+            "integrity",
+            "count-mismatch",
+            "sample counts disagree: " + ", ".join(f"{where} {n}" for where, n in samples.items()),
+        )
     for table, key in (("shards", "shards"), ("rejects", "rejects")):
         if ctx.tables[table] is not None and key in counts and ctx.tables[table].height != counts[key]:
-            report.add("integrity", "count-mismatch", f"{table}.parquet has {ctx.tables[table].height} rows, "
-                       f"build.json counts {counts[key]}")
+            report.add(
+                "integrity",
+                "count-mismatch",
+                f"{table}.parquet has {ctx.tables[table].height} rows, build.json counts {counts[key]}",
+            )
     report.sections["counts"] = {
-        "samples": samples.get("manifest"), "shards": None if ctx.shards is None else ctx.shards.height,
+        "samples": samples.get("manifest"),
+        "shards": None if ctx.shards is None else ctx.shards.height,
         "rejects": None if ctx.tables["rejects"] is None else ctx.tables["rejects"].height,
         **{f"zarr rows ({m})": int(a.shape[0]) for m, a in ctx.arrays.items()},
     }
@@ -259,8 +301,11 @@ def _check_counts(report: Report, ctx: _Store) -> None:
         rows = ctx.manifest.group_by("shard").len()
         joined = index.join(rows, on="shard", how="left").filter(pl.col("len").fill_null(0) != pl.col("samples"))
         for row in joined.iter_rows(named=True):
-            report.add("integrity", "shard-count-mismatch", f"{row['shard']}: {row['len'] or 0} manifest rows, "
-                       f"{row['samples']} samples in shards.parquet")
+            report.add(
+                "integrity",
+                "shard-count-mismatch",
+                f"{row['shard']}: {row['len'] or 0} manifest rows, {row['samples']} samples in shards.parquet",
+            )
 
 
 def _check_rows(report: Report, ctx: _Store) -> None:
@@ -270,30 +315,49 @@ def _check_rows(report: Report, ctx: _Store) -> None:
     manifest = ctx.manifest
     duplicated = manifest.group_by("key").len().filter(pl.col("len") > 1).sort("key")
     if duplicated.height:
-        report.add("integrity", "duplicate-key", f"keys on more than one row ({duplicated.height}): "
-                   + _named([f"{k} ({n} rows)" for k, n in duplicated.iter_rows()]))
-    if not (ctx.has("manifest", "shard", "shard_pos", "zarr_row") and ctx.has("shards", "shard", "samples", "first_row")):
+        report.add(
+            "integrity",
+            "duplicate-key",
+            f"keys on more than one row ({duplicated.height}): "
+            + _named([f"{k} ({n} rows)" for k, n in duplicated.iter_rows()]),
+        )
+    if not (
+        ctx.has("manifest", "shard", "shard_pos", "zarr_row") and ctx.has("shards", "shard", "samples", "first_row")
+    ):
         return
     rows = manifest.select("key", "shard", "shard_pos", "zarr_row").join(
-        ctx.shards.select("shard", "samples", "first_row").unique("shard", keep="first"), on="shard", how="left")
+        ctx.shards.select("shard", "samples", "first_row").unique("shard", keep="first"), on="shard", how="left"
+    )
     past_zarr = pl.lit(False)
     if ctx.arrays:
         past_zarr = pl.col("zarr_row") >= min(int(a.shape[0]) for a in ctx.arrays.values())
     checks = {
         "unknown-shard": (pl.col("samples").is_null(), "rows pointing at shards that shards.parquet does not list"),
-        "bad-shard-position": (pl.col("samples").is_not_null() & (
-            (pl.col("shard_pos") < 0) | (pl.col("shard_pos") >= pl.col("samples"))
-            | pl.struct("shard", "shard_pos").is_duplicated()), "rows pointing outside their shard or sharing a position"),
-        "bad-zarr-row": ((pl.col("zarr_row") != pl.col("first_row") + pl.col("shard_pos"))
-                         | (pl.col("zarr_row") < 0) | past_zarr,
-                         "rows whose zarr_row is not their shard position's row, or is past the Zarr arrays"),
+        "bad-shard-position": (
+            pl.col("samples").is_not_null()
+            & (
+                (pl.col("shard_pos") < 0)
+                | (pl.col("shard_pos") >= pl.col("samples"))
+                | pl.struct("shard", "shard_pos").is_duplicated()
+            ),
+            "rows pointing outside their shard or sharing a position",
+        ),
+        "bad-zarr-row": (
+            (pl.col("zarr_row") != pl.col("first_row") + pl.col("shard_pos")) | (pl.col("zarr_row") < 0) | past_zarr,
+            "rows whose zarr_row is not their shard position's row, or is past the Zarr arrays",
+        ),
     }
     for code, (condition, what) in checks.items():
         bad = rows.filter(condition.fill_null(False))
         if bad.height:
-            report.add("integrity", code, f"{what} ({bad.height}): "
-                       + _named([f"{k} ({s}#{p}, zarr row {z})" for k, s, p, z, *_ in bad.head(SHOWN).iter_rows()],
-                            bad.height))
+            report.add(
+                "integrity",
+                code,
+                f"{what} ({bad.height}): "
+                + _named(
+                    [f"{k} ({s}#{p}, zarr row {z})" for k, s, p, z, *_ in bad.head(SHOWN).iter_rows()], bad.height
+                ),
+            )
 
 
 def _check_listing(report: Report, ctx: _Store) -> set[str]:
@@ -310,8 +374,11 @@ def _check_listing(report: Report, ctx: _Store) -> set[str]:
         if name not in found:
             report.add("integrity", "shard-missing", f"{name} is listed in shards.parquet but missing from wds/")
         elif found[name].get("size") != size:
-            report.add("integrity", "shard-size-mismatch",
-                       f"{name} is {found[name].get('size')} bytes; shards.parquet says {size}")
+            report.add(
+                "integrity",
+                "shard-size-mismatch",
+                f"{name} is {found[name].get('size')} bytes; shards.parquet says {size}",
+            )
     for name in sorted(set(found) - listed):
         report.add("integrity", "shard-unlisted", f"wds/{name} is not listed in shards.parquet")
     report.sections["checked"]["shard sizes checked"] = len(listed & set(found))
@@ -319,6 +386,7 @@ def _check_listing(report: Report, ctx: _Store) -> set[str]:
 
 
 # ---- integrity and content: shards read ---------------------------------------------------------
+
 
 def _draw(index: pl.DataFrame, sample: int, seed: int) -> pl.DataFrame:
     """Shards in a seeded order until they hold ``sample`` samples (index order kept)."""
@@ -350,16 +418,18 @@ def _check_shard_data(report: Report, ctx: _Store, present: set[str], deep: bool
     with ThreadPoolExecutor(READERS) as pool:  # hashing, decoding and I/O release the GIL
         for problems in pool.map(check, chosen.iter_rows(named=True)):
             report.problems.extend(problems)
-    report.sections["checked"].update({
-        "shards read": f"{chosen.height} / {ctx.shards.height}",
-        "samples compared with zarr": f"{int(chosen['samples'].sum())} / {int(ctx.shards['samples'].sum())}",
-    })
+    report.sections["checked"].update(
+        {
+            "shards read": f"{chosen.height} / {ctx.shards.height}",
+            "samples compared with zarr": f"{int(chosen['samples'].sum())} / {int(ctx.shards['samples'].sum())}",
+        }
+    )
 
 
 def _check_shard(report: Report, ctx: _Store, index_row: dict, rows: list[dict]) -> None:
     """Stream one shard once: hash it, list its samples, compare each with its manifest row and Zarr row."""
     name, start = index_row["shard"], int(index_row["first_row"])
-    zarr_data = {m: a[start:min(start + int(index_row["samples"]), a.shape[0])] for m, a in ctx.arrays.items()}
+    zarr_data = {m: a[start : min(start + int(index_row["samples"]), a.shape[0])] for m, a in ctx.arrays.items()}
     found: dict[str, list[str]] = defaultdict(list)
     for modality, data in zarr_data.items():
         for pos in np.flatnonzero(~np.isfinite(data).all(axis=tuple(range(1, data.ndim)))):
@@ -377,18 +447,31 @@ def _check_shard(report: Report, ctx: _Store, index_row: dict, rows: list[dict])
             report.add("integrity", "shard-unreadable", f"{name} cannot be read past sample {count}: {error}")
         reader.drain()  # hash to the end, past the tar's end-of-archive blocks
     if count != index_row["samples"]:
-        report.add("integrity", "shard-count-mismatch",
-                   f"{name}: {count} samples in the tar, {index_row['samples']} in shards.parquet")
+        report.add(
+            "integrity",
+            "shard-count-mismatch",
+            f"{name}: {count} samples in the tar, {index_row['samples']} in shards.parquet",
+        )
     if reader.hexdigest() != index_row["sha256"]:
-        report.add("integrity", "shard-sha256-mismatch", f"{name}: sha256 {reader.hexdigest()[:16]}… "
-                   f"differs from shards.parquet's {str(index_row['sha256'])[:16]}…")
+        report.add(
+            "integrity",
+            "shard-sha256-mismatch",
+            f"{name}: sha256 {reader.hexdigest()[:16]}… differs from shards.parquet's {str(index_row['sha256'])[:16]}…",
+        )
     for code, (check, what) in SAMPLE_FINDINGS.items():
         if found[code]:
             report.add(check, code, f"{name}: {what} ({len(found[code])}): {_named(found[code])}")
 
 
-def _check_sample(ctx: _Store, found: dict[str, list[str]], pos: int, key: str, members: dict[str, bytes],
-                  row: dict | None, zarr_data: dict[str, np.ndarray]) -> None:
+def _check_sample(
+    ctx: _Store,
+    found: dict[str, list[str]],
+    pos: int,
+    key: str,
+    members: dict[str, bytes],
+    row: dict | None,
+    zarr_data: dict[str, np.ndarray],
+) -> None:
     if row is None or row["key"] != key:
         found["shard-keys-mismatch"].append(f"#{pos} {key} (manifest: {row['key'] if row else 'no row'})")
     for modality in ctx.modalities:
@@ -430,6 +513,7 @@ def _same(a: Any, b: Any) -> bool:
 
 # ---- content: labels ----------------------------------------------------------------------------
 
+
 def _check_labels(report: Report, ctx: _Store) -> None:
     """Binary labels against raw scores and the recorded threshold; labels within their ranges."""
     if ctx.manifest is None:
@@ -437,7 +521,7 @@ def _check_labels(report: Report, ctx: _Store) -> None:
     manifest = ctx.manifest.with_row_index("_row")
     columns = set(manifest.columns)
     keys = pl.col("key") if "key" in columns else pl.format("row {}", "_row")
-    targets = sorted(c[:-len("_high")] for c in columns if c.endswith("_high") and c[:-len("_high")] in columns)
+    targets = sorted(c[: -len("_high")] for c in columns if c.endswith("_high") and c[: -len("_high")] in columns)
 
     def flag(code: str, condition: pl.Expr, what: str) -> None:
         bad = manifest.filter(condition.fill_null(False)).select(keys.alias("k"))["k"]
@@ -450,21 +534,31 @@ def _check_labels(report: Report, ctx: _Store) -> None:
             report.add("content", "label-threshold-missing", f"{high} has no label_threshold column to check it by")
             continue
         expected = score > pl.col("label_threshold")
-        flag("label-inconsistent", score.is_not_null() & (pl.col(high).is_null() | (pl.col(high) != expected)),
-             f"{high} disagrees with {target} > label_threshold")
+        flag(
+            "label-inconsistent",
+            score.is_not_null() & (pl.col(high).is_null() | (pl.col(high) != expected)),
+            f"{high} disagrees with {target} > label_threshold",
+        )
     if {"score_min", "score_max"} <= columns:
         for column in [*targets, "label_threshold"] if "label_threshold" in columns else targets:
             value = pl.col(column).cast(pl.Float64, strict=False)
-            flag("label-out-of-range", (value < pl.col("score_min")) | (value > pl.col("score_max")),
-                 f"{column} outside [score_min, score_max]")
+            flag(
+                "label-out-of-range",
+                (value < pl.col("score_min")) | (value > pl.col("score_max")),
+                f"{column} outside [score_min, score_max]",
+            )
     dataset = ctx.info.get("dataset") or (manifest["dataset"][0] if "dataset" in columns and manifest.height else "")
     for column, (low, high_) in {**LABEL_RANGES["*"], **LABEL_RANGES.get(dataset, {})}.items():
         if column in columns and manifest.schema[column].is_numeric():
-            flag("label-out-of-range", (pl.col(column) < low) | (pl.col(column) > high_),
-                 f"{column} outside [{low:g}, {high_:g}]")
+            flag(
+                "label-out-of-range",
+                (pl.col(column) < low) | (pl.col(column) > high_),
+                f"{column} outside [{low:g}, {high_:g}]",
+            )
 
 
 # ---- leakage and balance -----------------------------------------------------------------------
+
 
 def _check_splits(report: Report, ctx: _Store) -> None:
     """Samples and subjects per split value; subjects on both sides of a subject-wise split."""
@@ -477,21 +571,35 @@ def _check_splits(report: Report, ctx: _Store) -> None:
     splits: dict[str, dict[str, Any]] = {}
     for column in columns:
         subject_wise = bool((declared.get(column) or {}).get("subject_wise", True))
-        per_value = manifest.group_by(column).agg(
-            pl.len().alias("samples"),
-            (pl.col("subject_id").drop_nulls().n_unique() if subjects else pl.lit(None)).alias("subjects"),
-        ).sort(column)
-        section: dict[str, Any] = {"subject_wise": subject_wise, "values": {
-            str(v): {"samples": n, "subjects": s} for v, n, s in per_value.iter_rows()}}
+        per_value = (
+            manifest.group_by(column)
+            .agg(
+                pl.len().alias("samples"),
+                (pl.col("subject_id").drop_nulls().n_unique() if subjects else pl.lit(None)).alias("subjects"),
+            )
+            .sort(column)
+        )
+        section: dict[str, Any] = {
+            "subject_wise": subject_wise,
+            "values": {str(v): {"samples": n, "subjects": s} for v, n, s in per_value.iter_rows()},
+        }
         if subject_wise and subjects:
-            leaks = (manifest.filter(pl.col("subject_id").is_not_null() & pl.col(column).is_not_null())
-                     .group_by("subject_id").agg(pl.col(column).unique().sort())
-                     .filter(pl.col(column).list.len() > 1).sort("subject_id"))
+            leaks = (
+                manifest.filter(pl.col("subject_id").is_not_null() & pl.col(column).is_not_null())
+                .group_by("subject_id")
+                .agg(pl.col(column).unique().sort())
+                .filter(pl.col(column).list.len() > 1)
+                .sort("subject_id")
+            )
             section["leaked subjects"] = leaks.height
             if leaks.height:
-                report.add("leakage", "subject-leak", f"{column} is subject-wise but subjects are in more than "
-                           f"one {column} ({leaks.height}): " + _named(
-                               [f"{s} ({column} {', '.join(map(str, v))})" for s, v in leaks.iter_rows()]))
+                report.add(
+                    "leakage",
+                    "subject-leak",
+                    f"{column} is subject-wise but subjects are in more than "
+                    f"one {column} ({leaks.height}): "
+                    + _named([f"{s} ({column} {', '.join(map(str, v))})" for s, v in leaks.iter_rows()]),
+                )
         elif subject_wise:
             section["leaked subjects"] = "not checked: no subject ids"
         splits[column] = section

@@ -37,8 +37,13 @@ class Report:
 
     def to_json(self) -> str:
         """The machine-readable report (``--json``)."""
-        body = {"store": self.store, "deep": self.deep, "ok": self.ok,
-                "problems": [asdict(p) for p in self.problems], "sections": self.sections}
+        body = {
+            "store": self.store,
+            "deep": self.deep,
+            "ok": self.ok,
+            "problems": [asdict(p) for p in self.problems],
+            "sections": self.sections,
+        }
         return json.dumps(body, indent=2, default=str)
 
 

@@ -25,8 +25,6 @@ MODEL_UNIT_UV = {"ecg": 1e3, "eeg": 100.0}
 """The unit of model inputs per modality, in µV: ECG in mV, EEG in units of 100 µV."""
 
 
-
-
 def _filter_expr(filters: Filters, columns: Sequence[str]) -> pl.Expr | None:
     """``{"subject_id": ["01", "02"], "q_nan": False, "fold": None}`` → one polars expression."""
     if filters is None or isinstance(filters, pl.Expr):
@@ -69,9 +67,16 @@ class StoreIndex:
     labels: np.ndarray  # float32 (samples, labels), NaN where null
 
     @classmethod
-    def load(cls, store: str, *, modalities: Sequence[str] | None = None, labels: Sequence[str] = (),
-             filters: Filters = None, rows: Sequence[int] | np.ndarray | None = None,
-             storage_options: StorageOptions | None = None) -> StoreIndex:
+    def load(
+        cls,
+        store: str,
+        *,
+        modalities: Sequence[str] | None = None,
+        labels: Sequence[str] = (),
+        filters: Filters = None,
+        rows: Sequence[int] | np.ndarray | None = None,
+        storage_options: StorageOptions | None = None,
+    ) -> StoreIndex:
         """Read ``build.json``, ``shards.parquet`` and ``manifest.parquet`` and apply the selection."""
         layout = Layout(store, storage_options or {})
         info = layout.read_info()
@@ -101,28 +106,38 @@ class StoreIndex:
                 table = {unit: microvolts(unit) for unit in units.unique().to_list()}
             except ValueError as error:
                 raise ValueError(f"{store}: {modality}: {error}") from None
-            scales[modality] = (units.replace_strict(table, return_dtype=pl.Float64).to_numpy()
-                                / MODEL_UNIT_UV[modality]).astype(np.float32)
+            scales[modality] = (
+                units.replace_strict(table, return_dtype=pl.Float64).to_numpy() / MODEL_UNIT_UV[modality]
+            ).astype(np.float32)
         for name in labels:
             dtype = manifest.schema.get(name)
             if dtype is None or not (dtype.is_numeric() or dtype == pl.Boolean):
                 raise ValueError(f"label column {name!r} is {dtype or 'missing'}: labels must be numeric or boolean")
-        label_values = (manifest.select(pl.col(list(labels)).cast(pl.Float32).fill_null(float("nan"))).to_numpy()
-                        if labels else np.zeros((manifest.height, 0), np.float32))
+        label_values = (
+            manifest.select(pl.col(list(labels)).cast(pl.Float32).fill_null(float("nan"))).to_numpy()
+            if labels
+            else np.zeros((manifest.height, 0), np.float32)
+        )
         lead_mask = None
         if "ecg" in chosen:
             width = info["sample_shapes"]["ecg"][0]
             lead_mask = manifest["ecg_lead_mask"].list.to_array(width).to_numpy().astype(bool)
         return cls(
-            url=store, wds_url=layout.wds_url, storage_options=dict(storage_options or {}),
+            url=store,
+            wds_url=layout.wds_url,
+            storage_options=dict(storage_options or {}),
             modalities=chosen,
             sample_shapes={m: tuple(info["sample_shapes"][m]) for m in chosen},
-            shard_names=names, shard_bytes=shards["bytes"].to_numpy(),
+            shard_names=names,
+            shard_bytes=shards["bytes"].to_numpy(),
             shard_starts=np.concatenate([[0], np.cumsum(counts)]),
-            rows=manifest["_row"].to_numpy().astype(np.int64), keys=manifest["key"].to_list(),
-            n_patches=manifest["n_patches"].to_numpy().astype(np.int64), scales=scales,
+            rows=manifest["_row"].to_numpy().astype(np.int64),
+            keys=manifest["key"].to_list(),
+            n_patches=manifest["n_patches"].to_numpy().astype(np.int64),
+            scales=scales,
             lead_mask=lead_mask,
-            label_names=tuple(labels), labels=np.ascontiguousarray(label_values, dtype=np.float32),
+            label_names=tuple(labels),
+            labels=np.ascontiguousarray(label_values, dtype=np.float32),
         )
 
     def __len__(self) -> int:

@@ -53,8 +53,17 @@ def _filesystem(url: str, storage_options: StorageOptions | None):
 class RangeReader(io.RawIOBase):
     """A seekable, read-only view of one remote object, fetched in retried ranged requests."""
 
-    def __init__(self, fs, path: str, url: str, size: int | None = None, *,
-                 block_size: int = BLOCK_SIZE, retries: int = RETRIES, backoff_s: float = BACKOFF_S) -> None:
+    def __init__(
+        self,
+        fs,
+        path: str,
+        url: str,
+        size: int | None = None,
+        *,
+        block_size: int = BLOCK_SIZE,
+        retries: int = RETRIES,
+        backoff_s: float = BACKOFF_S,
+    ) -> None:
         super().__init__()
         self.fs, self.path, self.url = fs, path, url
         self.block_size, self.retries, self.backoff_s = block_size, retries, backoff_s
@@ -88,8 +97,8 @@ class RangeReader(io.RawIOBase):
             if not 0 <= offset < len(self._block):
                 self._fetch()
                 offset = 0
-            part = memoryview(self._block)[offset:offset + len(target) - filled]
-            target[filled:filled + len(part)] = part
+            part = memoryview(self._block)[offset : offset + len(target) - filled]
+            target[filled : filled + len(part)] = part
             filled += len(part)
             self.pos += len(part)
         return filled
@@ -97,7 +106,7 @@ class RangeReader(io.RawIOBase):
     def read(self, n: int = -1) -> bytes:
         n = self.size - self.pos if n is None or n < 0 else min(n, self.size - self.pos)
         buffer = bytearray(max(0, n))
-        return bytes(buffer[:self.readinto(buffer)])
+        return bytes(buffer[: self.readinto(buffer)])
 
     def _fetch(self) -> None:
         start, end = self.pos, min(self.pos + self.block_size, self.size)
@@ -125,8 +134,16 @@ class RangeReader(io.RawIOBase):
                 time.sleep(min(self.backoff_s * 2 ** (attempts - 1), 2.0))
 
 
-def gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192, *, storage_options: StorageOptions | None = None,
-                 size: int | None = None, retries: int = RETRIES, block_size: int = BLOCK_SIZE) -> RangeReader:
+def gopen_fsspec(
+    url: str,
+    mode: str = "rb",
+    bufsize: int = 8192,
+    *,
+    storage_options: StorageOptions | None = None,
+    size: int | None = None,
+    retries: int = RETRIES,
+    block_size: int = BLOCK_SIZE,
+) -> RangeReader:
     """webdataset ``gopen`` handler for any fsspec URL (``size`` known in advance saves a HEAD)."""
     if mode != "rb":
         raise ValueError(f"{url}: only reading ('rb') is supported, not {mode!r}")

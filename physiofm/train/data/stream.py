@@ -70,6 +70,7 @@ Visit = tuple[int, int, int]  # (shard index, first selection index, end selecti
 
 # ---- reading shards --------------------------------------------------------------------------
 
+
 def _read_npy(stream, size: int, out: np.ndarray, where: str) -> None:
     """Read a ``.npy`` member of ``size`` bytes into the float32 array ``out`` (straight into it when the
     member is float32 too); only float arrays of ``out``'s shape are accepted, never pickles."""
@@ -81,8 +82,9 @@ def _read_npy(stream, size: int, out: np.ndarray, where: str) -> None:
     shape, fortran, dtype = layout
     nbytes = dtype.itemsize * math.prod(shape)
     if shape != out.shape or dtype.kind != "f" or size - end != nbytes:
-        raise StreamError(f"{where}: {dtype} array of shape {shape} ({size} bytes); expected floats of shape "
-                          f"{out.shape}")
+        raise StreamError(
+            f"{where}: {dtype} array of shape {shape} ({size} bytes); expected floats of shape {out.shape}"
+        )
     if dtype == out.dtype and not fortran:
         got = stream.readinto(out.data.cast("B"))
     else:
@@ -126,8 +128,10 @@ class _Window:
         self.dataset, self.first = dataset, first
         step = dataset.batch_size
         self.sizes = [min(step, end - start) for start in range(first, end, step)]
-        self.tensors = {modality: [_empty_float32((n, *shape)) for n in self.sizes]
-                        for modality, shape in dataset.index.sample_shapes.items()}
+        self.tensors = {
+            modality: [_empty_float32((n, *shape)) for n in self.sizes]
+            for modality, shape in dataset.index.sample_shapes.items()
+        }
         self.arrays = {modality: [t.numpy() for t in tensors] for modality, tensors in self.tensors.items()}
         self.js = np.full(end - first, -1, dtype=np.int64)
         self.meta: list[dict] = [{} for _ in range(end - first)] if dataset.meta else []
@@ -144,7 +148,7 @@ class _Window:
     def batches(self) -> Iterator[dict[str, Any]]:
         index, start = self.dataset.index, 0
         for batch, n in enumerate(self.sizes):
-            js = self.js[start:start + n]
+            js = self.js[start : start + n]
             pad = js < 0
             out: dict[str, Any] = {}
             for modality, tensors in self.tensors.items():
@@ -156,7 +160,7 @@ class _Window:
                 out[modality] = tensors[batch]
             out.update(index.fields(js))
             if self.dataset.meta:
-                out["meta"] = self.meta[start:start + n]
+                out["meta"] = self.meta[start : start + n]
             start += n
             yield out
 
@@ -179,23 +183,42 @@ class StreamingDataset(IterableDataset):
     ``batch_size`` and ``shuffle_buffer``; resuming needs the same values.
     """
 
-    def __init__(self, store: str, *, batch_size: int, modalities: Sequence[str] | None = None,
-                 labels: Sequence[str] = (), filters: Filters = None, rows: Sequence[int] | np.ndarray | None = None,
-                 shuffle: bool = True, shuffle_buffer: int = 512, seed: int = 0, epoch: int = 0,
-                 start_batch: int = 0, resampled: bool = False, num_workers: int = 0, rank: int | None = None,
-                 world_size: int | None = None, meta: bool = False, storage_options: StorageOptions | None = None,
-                 retries: int = RETRIES, block_size: int = BLOCK_SIZE) -> None:
+    def __init__(
+        self,
+        store: str,
+        *,
+        batch_size: int,
+        modalities: Sequence[str] | None = None,
+        labels: Sequence[str] = (),
+        filters: Filters = None,
+        rows: Sequence[int] | np.ndarray | None = None,
+        shuffle: bool = True,
+        shuffle_buffer: int = 512,
+        seed: int = 0,
+        epoch: int = 0,
+        start_batch: int = 0,
+        resampled: bool = False,
+        num_workers: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        meta: bool = False,
+        storage_options: StorageOptions | None = None,
+        retries: int = RETRIES,
+        block_size: int = BLOCK_SIZE,
+    ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        self.world_size = world_size if world_size is not None else (
-            torch.distributed.get_world_size() if distributed else 1)
+        self.world_size = (
+            world_size if world_size is not None else (torch.distributed.get_world_size() if distributed else 1)
+        )
         self.rank = rank if rank is not None else (torch.distributed.get_rank() if distributed else 0)
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} is not in [0, {self.world_size})")
-        self.index = StoreIndex.load(store, modalities=modalities, labels=labels, filters=filters, rows=rows,
-                                     storage_options=storage_options)
+        self.index = StoreIndex.load(
+            store, modalities=modalities, labels=labels, filters=filters, rows=rows, storage_options=storage_options
+        )
         self.batch_size, self.num_workers = batch_size, num_workers
         self.shuffle, self.shuffle_buffer, self.seed = shuffle, shuffle_buffer, seed
         self.resampled, self.meta, self.retries, self.block_size = resampled, meta, retries, block_size
@@ -246,9 +269,16 @@ class StreamingDataset(IterableDataset):
         self.set_epoch(int(state["epoch"]), int(state["start_batch"]))
 
     def _plan_config(self) -> dict[str, int | bool]:
-        return {"seed": self.seed, "samples": self.num_samples, "world_size": self.world_size,
-                "num_workers": self._workers, "batch_size": self.batch_size, "shuffle": self.shuffle,
-                "shuffle_buffer": self.shuffle_buffer, "resampled": self.resampled}
+        return {
+            "seed": self.seed,
+            "samples": self.num_samples,
+            "world_size": self.world_size,
+            "num_workers": self._workers,
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "shuffle_buffer": self.shuffle_buffer,
+            "resampled": self.resampled,
+        }
 
     def loader(self, **kwargs: Any) -> DataLoader:
         """A DataLoader over this dataset (``batch_size=None``, this ``num_workers``); ``kwargs`` pass on."""
@@ -267,8 +297,10 @@ class StreamingDataset(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         if workers != self._workers:
-            raise ValueError(f"this dataset was made for num_workers={self.num_workers} but the DataLoader has "
-                             f"{info.num_workers if info else 0}: the epoch plan depends on it")
+            raise ValueError(
+                f"this dataset was made for num_workers={self.num_workers} but the DataLoader has "
+                f"{info.num_workers if info else 0}: the epoch plan depends on it"
+            )
         if "://" in self.index.wds_url:
             register_opener(self.index.wds_url.split("://", 1)[0])
         # The DataLoader takes batch i from worker i % workers; after start_batch batches it starts again at
@@ -280,8 +312,11 @@ class StreamingDataset(IterableDataset):
             yield from self._slot_batches(self._resampled_visits(slot), None, None, slot, done)
             return
         counts = self.index.shard_counts()
-        order = (np.random.default_rng([self.seed, self.epoch, 1]).permutation(len(counts)) if self.shuffle
-                 else np.arange(len(counts)))
+        order = (
+            np.random.default_rng([self.seed, self.epoch, 1]).permutation(len(counts))
+            if self.shuffle
+            else np.arange(len(counts))
+        )
         visits = _slot_visits(counts, self.index.shard_starts, order, slots, slot)
         real = sum(high - low for _, low, high in visits)
         yield from self._slot_batches(visits, real, self._slot_length, slot, min(done, self._slot_length))
@@ -294,8 +329,9 @@ class StreamingDataset(IterableDataset):
             for shard in rng.choice(len(counts), size=256, p=counts / counts.sum()).tolist():
                 yield shard, int(starts[shard]), int(starts[shard + 1])
 
-    def _slot_batches(self, visits: Iterable[Visit], real: int | None, length: int | None, slot: int,
-                      done: int) -> Iterator[dict[str, Any]]:
+    def _slot_batches(
+        self, visits: Iterable[Visit], real: int | None, length: int | None, slot: int, done: int
+    ) -> Iterator[dict[str, Any]]:
         """The batches of a slot after its first ``done`` positions.
 
         Positions come in windows of ``_window``; window ``w`` holds the samples read for it (read
@@ -341,8 +377,14 @@ class StreamingDataset(IterableDataset):
             keys = {self.index.keys[j]: (start + j - low, j) for j in range(low + max(0, first - start), high)}
             left = dict.fromkeys(keys, len(expected))
             url = f"{self.index.wds_url}/{self.index.shard_names[shard]}"
-            with gopen(url, "rb", storage_options=self.index.storage_options, size=int(self.index.shard_bytes[shard]),
-                       retries=self.retries, block_size=self.block_size) as stream:
+            with gopen(
+                url,
+                "rb",
+                storage_options=self.index.storage_options,
+                size=int(self.index.shard_bytes[shard]),
+                retries=self.retries,
+                block_size=self.block_size,
+            ) as stream:
                 for name, size in iter_members(stream, url):
                     for member in expected:
                         cut = -len(member) - 1
@@ -355,5 +397,7 @@ class StreamingDataset(IterableDataset):
                     if not left:
                         break
             if left:
-                raise StreamError(f"{url}: {len(left)} sample(s) of the manifest are missing or incomplete in the "
-                                  f"shard (first: {next(iter(left))!r})")
+                raise StreamError(
+                    f"{url}: {len(left)} sample(s) of the manifest are missing or incomplete in the "
+                    f"shard (first: {next(iter(left))!r})"
+                )

@@ -25,11 +25,19 @@ class ZarrDataset(Dataset):
     connection made before the fork); ``__getitems__`` reads a batch of rows at once.
     """
 
-    def __init__(self, store: str, *, modalities: Sequence[str] | None = None, labels: Sequence[str] = (),
-                 filters: Filters = None, rows: Sequence[int] | np.ndarray | None = None,
-                 storage_options: StorageOptions | None = None) -> None:
-        self.index = StoreIndex.load(store, modalities=modalities, labels=labels, filters=filters, rows=rows,
-                                     storage_options=storage_options)
+    def __init__(
+        self,
+        store: str,
+        *,
+        modalities: Sequence[str] | None = None,
+        labels: Sequence[str] = (),
+        filters: Filters = None,
+        rows: Sequence[int] | np.ndarray | None = None,
+        storage_options: StorageOptions | None = None,
+    ) -> None:
+        self.index = StoreIndex.load(
+            store, modalities=modalities, labels=labels, filters=filters, rows=rows, storage_options=storage_options
+        )
         self._arrays: dict[str, Any] | None = None
         self._pid = -1
 
