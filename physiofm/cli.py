@@ -221,6 +221,15 @@ def _sizes(layers: int | None) -> dict:
     return {"n_layer": layers} if layers else {}
 
 
+def _options(epochs, max_steps, batch_size, lr, workers, device, seed, resume, storage_option, ddp) -> dict:
+    """The :class:`~physiofm.train.loop.TrainOptions` fields that pretraining and fine-tuning share."""
+    from physiofm.io import parse_storage_options
+
+    return {"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "workers": workers,
+            "device": device.value, "seed": seed, "resume": resume, "ddp": ddp,
+            "storage_options": parse_storage_options(storage_option)}  # fmt: skip
+
+
 def _train(command: str, run, config):
     """``run(config)``; a distributed set-up failure is a one-line error and exit status 1."""
     from physiofm.train.distributed import DistributedError
@@ -252,33 +261,14 @@ def pretrain(
     ddp: Ddp = False,
 ) -> None:
     """Dual-masking reconstruction pretraining of a CBraMod encoder (data-parallel under torchrun)."""
-    from physiofm.io import parse_storage_options
     from physiofm.train.distributed import is_main
     from physiofm.train.pretrain import PretrainConfig
     from physiofm.train.pretrain import pretrain as run
 
-    summary = _train(
-        "pretrain",
-        run,
-        PretrainConfig(
-            store,
-            out,
-            modality=modality.value,
-            epochs=epochs,
-            max_steps=max_steps,
-            batch_size=batch_size,
-            lr=lr,
-            workers=workers,
-            device=device.value,
-            seed=seed,
-            resume=resume,
-            checkpoint_every=checkpoint_every,
-            model=_sizes(layers),
-            masking={"mode": mask.value},
-            storage_options=parse_storage_options(storage_option),
-            ddp=ddp,
-        ),
-    )
+    options = _options(epochs, max_steps, batch_size, lr, workers, device, seed, resume, storage_option, ddp)
+    config = PretrainConfig(store, out, modality=modality.value, checkpoint_every=checkpoint_every,
+                            model=_sizes(layers), masking={"mode": mask.value}, **options)  # fmt: skip
+    summary = _train("pretrain", run, config)
     if is_main():
         console.print(
             f"pretrained {summary['steps']} steps, final loss {summary['final_loss']}, "
@@ -316,37 +306,15 @@ def finetune(
     ddp: Ddp = False,
 ) -> None:
     """Fine-tune the fusion classifier (or one branch) under a subject-wise protocol; print its metrics."""
-    from physiofm.io import parse_storage_options
     from physiofm.train.distributed import is_main
     from physiofm.train.finetune import FinetuneConfig, comparison
     from physiofm.train.finetune import finetune as run
 
-    _train(
-        "finetune",
-        run,
-        FinetuneConfig(
-            store,
-            out,
-            modalities=tuple(modalities.split(",")),
-            targets=tuple(targets.split(",")),
-            protocol=protocol.value,
-            folds=folds,
-            eeg_weights=eeg_weights,
-            ecg_weights=ecg_weights,
-            epochs=epochs,
-            max_steps=max_steps,
-            batch_size=batch_size,
-            lr=lr,
-            workers=workers,
-            device=device.value,
-            seed=seed,
-            resume=resume,
-            eeg_model=_sizes(eeg_layers),
-            ecg_model=_sizes(ecg_layers),
-            storage_options=parse_storage_options(storage_option),
-            ddp=ddp,
-        ),
-    )
+    options = _options(epochs, max_steps, batch_size, lr, workers, device, seed, resume, storage_option, ddp)
+    config = FinetuneConfig(store, out, modalities=tuple(modalities.split(",")), targets=tuple(targets.split(",")),
+                            protocol=protocol.value, folds=folds, eeg_weights=eeg_weights, ecg_weights=ecg_weights,
+                            eeg_model=_sizes(eeg_layers), ecg_model=_sizes(ecg_layers), **options)  # fmt: skip
+    _train("finetune", run, config)
     if is_main():
         _print_comparison(comparison([out]))
 
