@@ -107,6 +107,11 @@ def _print_summary(summary: dict) -> None:
 BUILD_HELP = {
     "ecg": ("archive", "Build an ECG store: 12 standard leads, 200 Hz, windows of (12, N, 200) patches."),
     "emotion": ("dataset", "Build a paired EEG+ECG store from an emotion dataset (one sample = both modalities)."),
+    "eeg": (
+        "archive",
+        "Build an EEG store (EDF/BDF folders, TUH, BIDS): the recipe's channel set (CBraMod's 19 by default), "
+        "200 Hz, windows of (C, N, 200) patches in uV.",
+    ),
 }
 
 
@@ -185,12 +190,18 @@ def synth(
 @app.command()
 def validate(
     store: Annotated[str, typer.Argument(help="store folder or s3:// URL")],
-    deep: Annotated[bool, typer.Option("--deep", help="hash every shard and compare every sample with Zarr")] = False,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="read everything: hash every shard and Zarr object, compare every sample")
+    ] = False,
     json_report: Annotated[Path | None, typer.Option("--json", help="write a machine-readable report here")] = None,
     sample: Annotated[
         int, typer.Option(help="samples read (as whole shards) and compared with Zarr without --deep")
     ] = 64,
     seed: Annotated[int, typer.Option(help="which shards the sample reads")] = 0,
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", "-j", help="objects read at once (--deep: processes; default: all cores)"),
+    ] = None,
     storage_option: StorageOption = None,
 ) -> None:
     """Check a store end to end: schema, integrity, content, leakage and balance."""
@@ -198,7 +209,28 @@ def validate(
     from physiofm.store.validate import print_report
     from physiofm.store.validate import validate as run
 
-    report = run(store, deep=deep, sample=sample, seed=seed, storage_options=parse_storage_options(storage_option))
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("reading shards and Zarr objects", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report = run(
+            store,
+            deep=deep,
+            sample=sample,
+            seed=seed,
+            jobs=jobs,
+            progress=progress,
+            storage_options=parse_storage_options(storage_option),
+        )
     print_report(report, Console())
     if json_report:
         json_report.write_text(report.to_json())
@@ -319,12 +351,104 @@ def finetune(
         _print_comparison(comparison([out]))
 
 
-@app.command()
-def report(runs: Annotated[list[str], typer.Argument(help="fine-tuning run folders")]) -> None:
-    """Compare fine-tuning runs: mean ± spread over folds, per target and metric."""
-    from physiofm.train.finetune import comparison
+SampleSource = _choices("SampleSource", ("zarr", "tar"))  # physiofm.inspect.show.SOURCES
+StoreOption = Annotated[
+    list[str] | None,
+    typer.Option("--storage-option", "-o", help="fsspec storage option KEY=VALUE for the store (repeatable)"),
+]
 
-    _print_comparison(comparison(runs))
+
+@app.command()
+def show(
+    store: Annotated[str, typer.Argument(help="store folder or s3:// URL")],
+    key: Annotated[
+        str | None, typer.Argument(help="sample key (manifest 'key'), or a record id: its first window")
+    ] = None,
+    row: Annotated[int | None, typer.Option("--row", help="manifest row of the sample")] = None,
+    random: Annotated[bool, typer.Option("--random", help="a sample at random (see --seed)")] = False,
+    seed: Annotated[int | None, typer.Option(help="seed of --random")] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="overlay the source record's same span (read back from build.json's source)")
+    ] = False,
+    out: Annotated[Path, typer.Option("--out", help="PNG to write")] = Path("sample.png"),
+    read_from: Annotated[
+        SampleSource, typer.Option("--from", help="read the window from Zarr or its tar shard")
+    ] = "zarr",
+    storage_option: StoreOption = None,
+) -> None:
+    """Draw one sample: every channel on a shared time axis, lead mask, units, scale bars, ids and labels."""
+    from physiofm.inspect import InspectError
+    from physiofm.inspect.show import draw_sample
+    from physiofm.io import parse_storage_options
+
+    try:
+        path = draw_sample(store, key=key, row=row, random=random, seed=seed, raw=raw, out=out,
+                           storage_options=parse_storage_options(storage_option), source=read_from.value)  # fmt: skip
+    except (InspectError, ValueError) as error:
+        console.print(f"[red]show failed:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def report(
+    paths: Annotated[list[str], typer.Argument(help="a store, or run folders (fine-tuning or pretraining)")],
+    out: Annotated[Path | None, typer.Option("--out", help="write a self-contained HTML report here")] = None,
+    samples: Annotated[int, typer.Option(help="samples a store report draws")] = 6,
+    seed: Annotated[int, typer.Option(help="which samples a store report draws")] = 0,
+    storage_option: StoreOption = None,
+) -> None:
+    """Report a store (with --out: counts, rejects, balance, amplitudes, samples) or compare training runs.
+
+    A store has build.json, a run results.json (fine-tuning) or metrics.jsonl (pretraining).  Without
+    --out, runs are compared in a table as before.
+    """
+    from physiofm.inspect import InspectError, kind_of
+    from physiofm.io import parse_storage_options
+
+    options = parse_storage_options(storage_option)
+    kinds = {path: kind_of(path, options) for path in paths}
+    unknown = [path for path, kind in kinds.items() if kind is None]
+    stores = [path for path, kind in kinds.items() if kind == "store"]
+    try:
+        if unknown:
+            raise InspectError(f"{', '.join(unknown)}: neither a store (build.json) nor a run "
+                               "(results.json or metrics.jsonl)")  # fmt: skip
+        if stores and len(paths) > 1:
+            raise InspectError("report one store at a time (runs may be several, stores not, and not mixed)")
+        if stores:
+            if out is None:
+                raise InspectError("a store report is a page: give --out report.html")
+            from physiofm.inspect.store_report import store_report
+
+            console.print(f"wrote {store_report(stores[0], out, options, samples=samples, seed=seed)}")
+        elif out is not None:
+            from physiofm.inspect.run_report import run_report
+
+            console.print(f"wrote {run_report(paths, out)}")
+        else:
+            _print_runs(paths)
+    except InspectError as error:
+        console.print(f"[red]report failed:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _print_runs(runs: list[str]) -> None:
+    """Today's table of fine-tuning runs; a pretraining run gets one line (its steps and losses)."""
+    import json
+
+    from physiofm.inspect.run_report import split_runs
+
+    finetuning, pretraining = split_runs(runs)
+    if finetuning:
+        from physiofm.train.finetune import comparison
+
+        _print_comparison(comparison([str(run) for run in finetuning]))
+    for run in pretraining:
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        losses = [line["loss"] for line in lines if "loss" in line]
+        last = f", loss {losses[0]:.4f} → {losses[-1]:.4f}" if losses else ""
+        Console().print(f"pretraining run {run}: {len(lines)} steps logged{last}")
 
 
 def _print_comparison(rows: list[dict]) -> None:

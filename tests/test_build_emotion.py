@@ -9,7 +9,11 @@ import polars as pl
 import pytest
 import scipy.io
 import zarr
+from scipy.signal import find_peaks
 
+from physiofm.corpora.base import Record, Signal
+from physiofm.preprocess import paired
+from physiofm.preprocess.recipe import load_recipe
 from physiofm.store.build import build
 from physiofm.synth import emotion as synth
 
@@ -20,6 +24,28 @@ def open_store(out):
     manifest = pl.read_parquet(out / "manifest.parquet")
     group = zarr.open_group(str(out / "zarr"), mode="r")
     return manifest, group["eeg"][:], group["ecg"][:]
+
+
+def r_peak_mv(ecg: np.ndarray, fs: float = 200.0) -> np.ndarray:
+    """Median R-peak height (mV) of the strongest lead of each stored window (W, C, N, P) -> (W,).
+
+    The windows are band-passed already (baseline ~0), so a peak's value is its height; R waves
+    may point down (a lead's polarity is that of its larger extreme percentile).
+    """
+    out = []
+    for window in ecg.reshape(*ecg.shape[:2], -1).astype(np.float64):
+        lead = window[np.argmax(np.ptp(window, axis=1))]
+        lead = lead if np.percentile(lead, 99.5) >= -np.percentile(lead, 0.5) else -lead  # R's side
+        _, found = find_peaks(lead, distance=int(0.33 * fs), height=0.5 * np.percentile(lead, 99))
+        out.append(np.median(found["peak_heights"]))
+    return np.array(out)
+
+
+def assert_plausible_r_peaks(ecg: np.ndarray) -> None:
+    """Physiology: R waves of a few tenths to a few mV (0.3-3 mV) in (nearly) every window."""
+    heights = r_peak_mv(ecg)
+    assert 0.3 < np.median(heights) < 3, np.percentile(heights, [0, 50, 100])
+    assert np.mean((heights > 0.3) & (heights < 3)) > 0.9, np.percentile(heights, [0, 10, 50, 90, 100])
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +103,14 @@ def test_a_planted_event_lands_in_the_same_window_and_patch_of_both_modalities(d
         assert peak // 200 == patch and abs(peak % 200 - offset) <= 1
 
 
+def test_dreamer_stored_ecg_has_physiological_r_peaks(dreamer):
+    """The Shimmer counts -> mV conversion (docs/units.md) gives R waves of 0.3-3 mV in the store."""
+    _, out, _ = dreamer
+    manifest, _, ecg = open_store(out)
+    assert manifest["ecg_unit"][0] == "mV"
+    assert_plausible_r_peaks(ecg)
+
+
 def test_dreamer_baseline_modes(dreamer, tmp_path):
     src, _, _ = dreamer
     build(
@@ -92,12 +126,91 @@ def test_dreamer_baseline_modes(dreamer, tmp_path):
         jobs=1,
         recipe_overrides={"baseline": {"mode": "subtract"}},
     )
-    build(str(src), str(tmp_path / "ignore"), kind="emotion", jobs=1)
-    _, eeg_sub, _ = open_store(tmp_path / "subtract")
-    _, eeg_ign, _ = open_store(tmp_path / "ignore")
-    difference = eeg_ign - eeg_sub  # a per-channel constant (the baseline mean) per window
-    assert np.allclose(difference, difference[..., :1, :1], atol=1e-3)
     assert json.loads((tmp_path / "subtract" / "build.json").read_text())["recipe"]["baseline"]["mode"] == "subtract"
+    assert set(pl.read_parquet(tmp_path / "subtract" / "manifest.parquet")["segment"]) == {"stimulus"}
+
+
+def test_subtract_removes_the_average_one_second_baseline_from_every_second(tmp_path):
+    """``subtract`` = TorchEEG's baseline removal at 200 Hz: ignore - subtract is the tiled 1-s template.
+
+    The template is computed here from an independent path: the baseline stored as 1-s windows
+    by ``mode = "samples"``, averaged over its 61 seconds.
+    """
+    src = synth.synth_dreamer(tmp_path / "raw", subjects=1, seed=4, clip_seconds=(20.0, 22.0))
+    builds = {
+        "ignore": {},
+        "subtract": {"baseline": {"mode": "subtract"}},
+        "seconds": {"baseline": {"mode": "samples"}, "window": {"seconds": 1}},
+    }
+    stores = {}
+    for name, overrides in builds.items():
+        build(str(src), str(tmp_path / name), kind="emotion", jobs=1, recipe_overrides=overrides)
+        stores[name] = open_store(tmp_path / name)
+    seconds, eeg_1s, ecg_1s = stores["seconds"]
+    base = seconds.filter(pl.col("segment") == "baseline")
+    assert base.group_by("trial").len()["len"].to_list() == [61] * 18
+    ignore, subtract = stores["ignore"], stores["subtract"]
+    assert ignore[0]["key"].to_list() == subtract[0]["key"].to_list() and ignore[0].height > 18
+    for t in range(1, 19):
+        rows = base.filter(pl.col("trial") == t)["zarr_row"].to_numpy()
+        for i, one_second in ((1, eeg_1s), (2, ecg_1s)):
+            template = one_second[rows, :, 0, :].astype(np.float64).mean(axis=0)  # (C, 200)
+            assert np.ptp(template, axis=-1).min() > (0.5 if i == 1 else 0.005)  # a waveform, not a constant
+            stim = ignore[0].filter(pl.col("trial") == t)["zarr_row"].to_numpy()
+            difference = ignore[i][stim].astype(np.float64) - subtract[i][stim].astype(np.float64)
+            tiled = np.broadcast_to(template[:, None, :], difference.shape)  # every second of every window
+            np.testing.assert_allclose(difference, tiled, atol=2e-3 if i == 1 else 2e-5)
+
+
+def _record(record_id: str, segment: str, seconds: float, rng: np.random.Generator, nan_second: int | None = None):
+    """A paired record whose EEG and ECG hold a 1-Hz-periodic waveform locked to their start, plus noise."""
+
+    def locked(n: int, fs: float, amplitude: float) -> np.ndarray:
+        t = np.arange(n) / fs
+        return amplitude * (np.sin(2 * np.pi * 3 * t) + 0.6 * np.sin(2 * np.pi * 7 * t + 1.0))
+
+    n_eeg, n_ecg = int(seconds * 128), int(seconds * 256)
+    eeg = locked(n_eeg, 128.0, 30.0) + rng.normal(0, 5, (4, n_eeg))
+    ecg = locked(n_ecg, 256.0, 0.5) + rng.normal(0, 0.05, (2, n_ecg))
+    if nan_second is not None:
+        eeg[:, nan_second * 128 : (nan_second + 1) * 128] = np.nan
+    signals = {"eeg": Signal(eeg, 128.0, ["AF3", "F7", "F3", "FC5"], unit="uV"),
+               "ecg": Signal(ecg, 256.0, ["ECG1", "ECG2"], unit="mV")}  # fmt: skip
+    meta = {"trial": 1, "segment": segment, "valence": 4, "arousal": 2, "dominance": 4, "score_min": 1, "score_max": 5}
+    return Record("dreamer", record_id, "DREAMER.mat", signals, subject_id="01", meta=meta)
+
+
+def _locked_amplitude(windows: np.ndarray, hz: float = 3.0) -> float:
+    """Amplitude of the ``hz`` component (on the 1-s grid from the stimulus start) in (W, C, N, P)."""
+    x = windows.reshape(*windows.shape[:2], -1).transpose(1, 0, 2).reshape(windows.shape[1], -1)
+    t = np.arange(x.shape[-1]) / 200.0
+    return float(np.abs(2 * (x * np.exp(-2j * np.pi * hz * t)).mean(axis=-1)).mean())
+
+
+def test_subtract_removes_activity_locked_to_the_one_second_grid():
+    rng = np.random.default_rng(0)
+    stimulus, baseline = _record("s01_t01", "stimulus", 20, rng), _record("s01_t01_baseline", "baseline", 30, rng)
+    out = {}
+    for mode in ("ignore", "subtract"):
+        arrays, rows, rejects = paired.prepare(
+            [stimulus, baseline], load_recipe("emotion", {"baseline": {"mode": mode}})
+        )
+        assert len(rows) == 2 and not rejects
+        out[mode] = arrays
+    for modality, amplitude in (("eeg", 30.0), ("ecg", 0.5)):
+        assert _locked_amplitude(out["ignore"][modality]) > 0.8 * amplitude  # band-passed, still there
+        assert _locked_amplitude(out["subtract"][modality]) < 0.05 * amplitude  # removed (the mean would not)
+    # a second of the baseline with NaNs is left out of the template (not averaged in as zeros)
+    nan_base = _record("s01_t01_baseline", "baseline", 30, np.random.default_rng(0), nan_second=4)
+    arrays, _, _ = paired.prepare([stimulus, nan_base], load_recipe("emotion", {"baseline": {"mode": "subtract"}}))
+    assert _locked_amplitude(arrays["eeg"]) < 0.05 * 30.0
+    # without a usable baseline the trial is rejected, not stored unsubtracted
+    recipe = load_recipe("emotion", {"baseline": {"mode": "subtract"}})
+    for records, why in (([stimulus], "no baseline segment"),
+                         ([stimulus, _record("s01_t01_baseline", "baseline", 0.5, rng)], "no whole NaN-free second")):  # fmt: skip
+        arrays, rows, rejects = paired.prepare(records, recipe)
+        assert not rows and [(r.stage, r.record_id) for r in rejects] == [("transform", "s01_t01")]
+        assert why in rejects[0].reason
 
 
 def test_last_seconds_keeps_the_end_of_each_clip(dreamer, tmp_path):
@@ -130,6 +243,10 @@ def test_amigos_empty_trials_nan_stretches_and_a_broken_file(tmp_path):
     assert set(manifest["subject_id"]) == {"01", "02"} and eeg.shape[1:] == (14, 10, 200) and ecg.shape[1] == 2
     assert (manifest["label_threshold"] == 5.0).all() and manifest["liking"].null_count() == 0
     assert summary["samples"] == manifest.height > 0
+    # ECG Right/Left taken as mV (docs/units.md): the generator writes what the files are believed to hold
+    assert manifest["ecg_channels"][0].to_list() == ["ECG Right", "ECG Left"] and manifest["ecg_unit"][0] == "mV"
+    assert manifest["ecg_skipped"][0].to_list() == ["GSR (eda)"]
+    assert_plausible_r_peaks(ecg)
 
 
 def test_mahnob_sessions_with_missing_triggers_or_ratings_are_rejected(tmp_path):
@@ -148,4 +265,14 @@ def test_mahnob_sessions_with_missing_triggers_or_ratings_are_rejected(tmp_path)
     assert rejects.filter(pl.col("reason").str.contains("rating")).height >= 1
     manifest, eeg, ecg = open_store(tmp_path / "store")
     assert manifest.height == 4 and eeg.shape[1:] == (32, 10, 200) and ecg.shape[1:] == (3, 10, 200)
-    assert manifest["ecg_channels"][0].to_list() == ["EXG1", "EXG2", "EXG3"]
+    # bipolar leads from the CMS-referenced EXG1-3, the derivation beside them in the manifest
+    assert manifest["ecg_channels"][0].to_list() == ["EXG2-EXG1", "EXG3-EXG1", "EXG3-EXG2"]
+    derivation = manifest["ecg_derivation"][0].to_list()
+    assert [d.split()[:2] for d in derivation] == [["EXG2-EXG1", "~lead"], ["EXG3-EXG1", "~lead"],
+                                                   ["EXG3-EXG2", "~lead"]]  # fmt: skip
+    assert [d.split()[2].rstrip(":") for d in derivation] == ["I", "II", "III"]
+    skipped = manifest["ecg_skipped"][0].to_list()
+    assert skipped[:5] == [f"EXG{i} (exg)" for i in range(4, 9)] and skipped[-1] == "Status (stim)"
+    assert {"GSR1 (eda)", "Resp (resp)", "Temp (temp)", "Erg1 (aux)"} <= set(skipped)
+    np.testing.assert_allclose(ecg[:, 1], ecg[:, 0] + ecg[:, 2], atol=1e-4)  # II = I + III
+    assert_plausible_r_peaks(ecg)

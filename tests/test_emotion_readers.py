@@ -14,9 +14,10 @@ from pathlib import Path
 from types import ModuleType
 
 import fsspec
+import mne
 import numpy as np
 import pytest
-from scipy.io import loadmat
+from scipy.io import loadmat, savemat
 from scipy.signal import butter, find_peaks, resample_poly, sosfiltfilt, welch
 
 from physiofm.corpora import amigos, dreamer, mahnob, matlab
@@ -89,6 +90,20 @@ def _band(signal: Signal, lo: float, hi: float) -> float:
     x = np.nan_to_num(signal.data - np.nanmean(signal.data, axis=1, keepdims=True))
     f, p = welch(x, fs=signal.fs, nperseg=int(2 * signal.fs), axis=1)
     return float(np.log(p[:, (f >= lo) & (f <= hi)].mean()))
+
+
+def r_peak_mv(x: np.ndarray, fs: float) -> float:
+    """Median R-peak height (mV) of the strongest lead of ``x`` (leads, samples), in the lead's polarity.
+
+    Only a 0.5-Hz high-pass first (offsets and drift out, nothing else), so whatever else a
+    channel carries (mains, say) counts as part of its "R peaks".
+    """
+    x = np.nan_to_num(x - np.nanmedian(x, axis=1, keepdims=True))
+    x = sosfiltfilt(butter(2, 0.5, btype="highpass", fs=fs, output="sos"), x, axis=1)
+    lead = x[np.argmax(np.ptp(x, axis=1))]
+    lead = lead if np.percentile(lead, 99.5) >= -np.percentile(lead, 0.5) else -lead  # R's side
+    _, found = find_peaks(lead, distance=int(0.33 * fs), height=0.5 * np.percentile(lead, 99))
+    return float(np.median(found["peak_heights"]))
 
 
 def _r2(features: np.ndarray, y: np.ndarray) -> float:
@@ -173,6 +188,17 @@ def test_dreamer_records(dreamer_root: str) -> None:
     assert list(stimuli_only) == ["s01_t01", "s01_t02", "s01_t03"]
 
 
+def test_dreamer_ecg_units_give_physiological_r_peaks(dreamer_root: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shimmer2 counts -> mV (docs/units.md): R waves of 0.3-3 mV; a wrong gain would not pass."""
+    items = [i for i in dreamer.list_items(dreamer_root) if i.id in {"s01_t05", "s02_t09"}]
+    records = [r for r in dreamer.read(dreamer_root, items) if isinstance(r, Record)]
+    heights = [r_peak_mv(r.signals["ecg"].data, r.signals["ecg"].fs) for r in records]
+    assert len(heights) == 4 and all(0.3 < h < 3 for h in heights), heights
+    monkeypatch.setattr(dreamer, "SHIMMER_ECG_MV_PER_COUNT", 3000 / 4095)  # the amplifier gain (175) forgotten
+    wrong = [r_peak_mv(r.signals["ecg"].data, 256.0) for r in dreamer.read(dreamer_root, items[:1])]
+    assert all(h > 30 for h in wrong), wrong
+
+
 def test_dreamer_file_loaded_once_per_process(dreamer_root: str, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     real = matlab.loadmat
@@ -235,6 +261,26 @@ def test_amigos_records(amigos_root: str) -> None:
     assert (records["p01_t04"].meta["arousal"], records["p01_t04"].meta["valence"]) == (arousal, valence)
     nan = records["p01_t03"].signals["ecg"].data
     assert np.isnan(nan[:, 128:192]).all() and np.isfinite(nan[:, 200:]).all()
+    assert all(r.skipped == ["GSR (eda)"] for r in records.values())
+    # ECG taken as mV (docs/units.md): R waves of 0.3-3 mV, negative-going in ECG Right (RA - LL)
+    stimulus = [r.signals["ecg"] for rid, r in records.items() if not rid.endswith("_baseline")]
+    heights = [r_peak_mv(e.data, e.fs) for e in stimulus]
+    assert 0.3 < np.median(heights) < 3 and np.mean([0.3 < h < 3 for h in heights]) > 0.9, heights
+    right = records["p01_t01"].signals["ecg"].data[0]
+    assert -right.min() > right.max()
+
+
+def test_amigos_ecg_in_adc_counts_is_rejected(tmp_path: Path) -> None:
+    """A file whose ECG columns hold 12-bit counts (not the assumed mV) ends in a reject saying so."""
+    root = synth_amigos(tmp_path, subjects=1, clip_seconds=6.0, long_seconds=6.0, layout="flat")
+    path = root / "Data_Preprocessed_P01.mat"
+    data = loadmat(path)
+    trial = data["joined_data"][0, 1]
+    trial[:, 14:16] = np.round(2060 + trial[:, 14:16] / (3000 / 4095 / 175))
+    savemat(path, {k: v for k, v in data.items() if not k.startswith("__")})
+    records, rejects = _read_all(amigos, str(root))
+    assert [(r.record_id, r.stage) for r in rejects] == [("p01_t02", "read")]
+    assert "is not mV (12-bit ADC counts" in rejects[0].reason and len(records) == 38
 
 
 def test_amigos_flat_layout_and_bad_files(tmp_path: Path) -> None:
@@ -277,7 +323,7 @@ def test_mahnob_records(mahnob_root: str) -> None:
     }
     assert len(records) == 12
     for record in records.values():
-        _check_record(record, 32, ["EXG1", "EXG2", "EXG3"])
+        _check_record(record, 32, ["EXG2-EXG1", "EXG3-EXG1", "EXG3-EXG2"])
         eeg = record.signals["eeg"]
         assert eeg.fs == 256.0 and eeg.channels[:3] == ["Fp1", "AF3", "F3"] and eeg.channels[-1] == "O2"
         if record.meta["segment"] == "baseline":
@@ -288,6 +334,30 @@ def test_mahnob_records(mahnob_root: str) -> None:
     assert stim.source == "Sessions/134/Part_2_S_Trial2_emotion.bdf" and stim.subject_id == "02"
     assert stim.meta["trial"] == 2 and stim.meta["session"] == 134 and stim.meta["media_file"].endswith(".avi")
     assert all(1 <= stim.meta[k] <= 9 for k in ("valence", "arousal", "dominance", "predictability"))
+
+
+def test_mahnob_bipolar_leads_remove_the_common_mode(mahnob_root: str) -> None:
+    """EXG1-3 are CMS-referenced: alone they are mostly common mode; their differences are the ECG."""
+    item = next(i for i in mahnob.list_items(mahnob_root) if i.id == "sess0002")
+    record, _ = (r for r in mahnob.read(mahnob_root, [item]) if isinstance(r, Record))
+    ecg = record.signals["ecg"]
+    assert ecg.channels == ["EXG2-EXG1", "EXG3-EXG1", "EXG3-EXG2"] and ecg.unit == "mV"
+    assert record.meta["ecg_derivation"] == [
+        "EXG2-EXG1 ~lead I: EXG2 (upper left chest) - EXG1 (upper right chest)",
+        "EXG3-EXG1 ~lead II: EXG3 (left abdomen) - EXG1 (upper right chest)",
+        "EXG3-EXG2 ~lead III: EXG3 (left abdomen) - EXG2 (upper left chest)",
+    ]
+    assert record.skipped == [*(f"EXG{i} (exg)" for i in range(4, 9)), "GSR1 (eda)", "GSR2 (eda)", "Erg1 (aux)",
+                              "Erg2 (aux)", "Resp (resp)", "Temp (temp)", "Status (stim)"]  # fmt: skip
+    raw = mne.io.read_raw_bdf(Path(mahnob_root) / record.source, preload=True, verbose="error")
+    start = int(mne.find_events(raw, stim_channel="Status", verbose="error")[0, 0])
+    exg = raw.get_data(picks=["EXG1", "EXG2", "EXG3"], start=start, stop=start + ecg.data.shape[1]) * 1e3  # mV
+    expected = np.stack([exg[1] - exg[0], exg[2] - exg[0], exg[2] - exg[1]])
+    np.testing.assert_allclose(ecg.data, expected, atol=1e-4)
+    referential = [r_peak_mv(exg[[k]], ecg.fs) for k in range(3)]
+    assert min(referential) > 3, referential  # mains and drift shared by all three: not an ECG
+    assert 0.3 < r_peak_mv(ecg.data, ecg.fs) < 3
+    assert np.all(np.ptp(exg, axis=1) > 10) and np.all(np.ptp(ecg.data, axis=1) < 5)
 
 
 def test_mahnob_through_fsspec(mahnob_root: str) -> None:

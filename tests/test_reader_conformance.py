@@ -27,8 +27,8 @@ from physiofm.preprocess.recipe import load_recipe
 from physiofm.units import MICROVOLTS
 
 GENERATED = corpora.names()
-REAL = {"challenge": "physionet-challenge-2021", "ptbxl": "ptb-xl", "wfdb": "wfdb-software-data"}
-SIGNAL_FILES = (".dat", ".mat", ".hdf5", ".bdf")
+REAL = {"challenge": "physionet-challenge-2021", "ptbxl": "ptb-xl", "wfdb": "wfdb-software-data", "edf": "eegmmidb"}
+SIGNAL_FILES = (".dat", ".mat", ".hdf5", ".bdf", ".edf")
 # Robust amplitude (99th percentile of |x - channel median|) that a real recording of each modality has.
 AMPLITUDE = {"ecg": ("mV", 0.05, 20.0), "eeg": ("uV", 1.0, 2000.0)}
 CASES = [(name, "generated") for name in GENERATED] + [(name, "real") for name in REAL]

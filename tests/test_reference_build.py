@@ -7,7 +7,13 @@ new Parquet writer version does not count as a change); ``build.json`` without t
 that name the machine (source path, library versions).
 
 A change that is *meant* to change the bytes (a new transform, a recipe version) updates
-``PINNED`` below in the same commit, and says so.
+``PINNED`` below in the same commit, and says so.  History of intended changes:
+
+* issue 12: the manifest gained ``ecg_skipped`` (also in each sample's ``.json``, so the tar shards'
+  bytes changed) and ``build.json`` an ``amplitude`` section; every ``.npy`` member and Zarr chunk is
+  unchanged (checked by hashing them against the previous build).
+* issue 13: ``build.json`` records every table (size, sha256, columns) and a new ``zarr.parquet`` indexes the
+  Zarr objects; issue 15: nullable EEG columns in the manifest schema.  Arrays unchanged.
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ import pytest
 
 # sha256 of each store's digest listing, as printed by `python tests/test_reference_build.py`.
 PINNED = {
-    "ecg": "b5b0dc01b5cf2c6d508b03552a7d8a4594a5302516d9fa95b14eaaca0bf09ba6",
-    "emotion": "e1c8bb299f47d82e9524448abc978eb39c9cd8acae8542041b9e97b29c7a0a3e",
+    "ecg": "b20490d957a1845daaeacef1e3cd7f01bc106332f7d0ef89a7dd2072d431f656",
+    "emotion": "5aaaea33ca841607877a43ab3789f7f2b1e854cae0257399a06a634a9a60e91a",
 }
 VOLATILE = ("source", "versions")  # build.json fields that depend on the machine, not on the build
 

@@ -398,7 +398,7 @@ def test_code15_layout_padding_and_matching(tmp_path: Path) -> None:
             lead, trail = nonzero[0], 4095 - nonzero[-1]
             lengths.add(4096 - lead - trail)
             assert abs(lead - trail) <= 1
-            mv = t[lead : 4096 - trail] * 0.1
+            mv = t[lead : 4096 - trail]  # CODE-15% values are mV
             assert 0.2 < np.abs(mv).max() < 6
             np.testing.assert_allclose(mv[:, 2], mv[:, 1] - mv[:, 0], atol=1e-5)
     assert lengths == {2800, 4000}

@@ -106,6 +106,9 @@ def test_amigos_layout(amigos_root: Path, tmp_path: Path) -> None:
         ext = data["labels_ext_annotation"][0][k]
         assert ext.shape[1] == 3 and ext[:, 0].tolist() == list(range(1, len(ext) + 1))
         assert np.all(np.abs(ext[:, 1:]) <= 1)
+    ecg = data["joined_data"][0][0][:, 14:16]  # ECG Right, ECG Left: believed Shimmer RA-LL, LA-LL in mV
+    ecg = ecg - np.median(ecg, axis=0)
+    assert 0.3 < -ecg[:, 0].min() < 3 and -ecg[:, 0].min() > ecg[:, 0].max()  # R waves ~1 mV, pointing down
     assert np.isnan(data["joined_data"][0][2]).any()  # the NaN stretch of (participant 1, trial 3)
     assert np.isnan(data["joined_data"][0][2][640 + 128 : 640 + 192]).all()
     scores = np.array([data["labels_selfassessment"][0][k][0][:3] for k in range(20)])  # arousal, valence, dominance
@@ -133,8 +136,12 @@ def test_mahnob_layout(mahnob_root: Path) -> None:
     assert root.tag == "session" and root.get("isStim") == "1" and root.get("mediaFile").endswith(".avi")
     assert all(1 <= int(root.get(k)) <= 9 for k in ("feltArsl", "feltVlnc", "feltCtrl", "feltPred"))
     assert root.find("subject").get("id") == "1" and 6 <= cut <= 8
-    ecg = raw.get_data(picks=["EXG1", "EXG2", "EXG3"]) * 1e3  # V -> mV
-    assert 0.3 < np.abs(ecg - np.median(ecg, axis=1, keepdims=True)).max() < 3
+    exg = raw.get_data(picks=["EXG1", "EXG2", "EXG3"]) * 1e3  # V -> mV, each against CMS
+    assert (np.ptp(exg, axis=1) > 10).all() and np.corrcoef(exg).min() > 0.9  # mostly a shared common mode
+    ecg = exg[[1, 2, 2]] - exg[[0, 0, 1]]  # EXG2-EXG1, EXG3-EXG1, EXG3-EXG2 ~ leads I, II, III
+    centred = np.abs(ecg - np.median(ecg, axis=1, keepdims=True)).max(axis=1)
+    assert 0.3 < centred.max() < 3 and (centred < 3).all()  # a clean ECG: R waves ~1 mV
+    assert np.abs(raw.get_data(picks=["EXG1", "EXG2", "EXG3"])).max() < 0.262  # inside the BDF's physical range (V)
     neutral = ET.parse(sessions / "1" / "session.xml").getroot()
     assert neutral.get("isStim") == "0" and neutral.get("feltArsl") is None
     assert (sessions / "1" / "Part_1_N_Trial1_emotion.bdf").is_file()

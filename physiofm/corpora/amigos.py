@@ -6,10 +6,24 @@ participant, flat in ``root`` or in ``Data_Preprocessed_PNN/`` sub-folders (both
 ``labels_selfassessment`` (1 x 12: arousal, valence, dominance, liking, familiarity, 7 basic
 emotions, 1-9 scales), ``labels_ext_annotation`` and ``VideoIDs``.
 
-The first 5 s (640 samples) of a trial are its baseline, the rest the stimulus.  Units: EEG uV
-(preprocessed, zero-centred); ECG taken as mV (Shimmer calibrated units; the dataset documents
-no unit); GSR is left out.  Empty (0x0) trials, such as 17-20 of participants without the
-long-video experiment, become one reject each and the rest of the file is read.
+The first 5 s (640 samples) of a trial are its baseline, the rest the stimulus.  Empty (0x0)
+trials, such as 17-20 of participants without the long-video experiment, become one reject
+each and the rest of the file is read.  GSR (column 17) is left out (``Record.skipped``).
+
+Units.  EEG: uV (the preprocessed release is zero-centred EEG; TorchEEG and CBraMod-style
+pipelines use it as uV).  ECG: **taken as mV, unconverted** (``ECG_UNIT``).  The dataset does
+not state the unit of ``ECG Right``/``ECG Left``; the assumption rests on (a) the ECG was
+recorded with a Shimmer 2R ECG module (**[reported]**), whose own software calibrates ECG to mV
+(``(counts - 2060) * 3000 / 4095 / 175`` with the default constants of Shimmer's driver), and
+(b) the preprocessed release holds processed data in physical units, not device counts (EEG
+re-referenced and filtered in uV; the GSR column is used by a third-party loader as a
+resistance in ohms).  Plausibility: a calibrated limb-lead ECG has R waves of 0.3-3 mV; counts
+would sit near 2060 with R waves of ~240, uV would put them near 1000.  The two columns are
+believed to be Shimmer's ``RA-LL`` and ``LA-LL`` outputs (~ minus lead II and minus lead III,
+R waves negative-going; **[reported]** by a third-party loader), stored under AMIGOS's names.
+If a trial's ECG cannot be mV (median |x| above ``COUNTS_MEDIAN``) the trial is rejected with
+that reason rather than stored ~240 (or 1000) times too large.  ``docs/units.md`` has the
+evidence and what remains uncertain.
 """
 
 from __future__ import annotations
@@ -29,7 +43,10 @@ NAME = "amigos"
 FS = 128.0
 BASELINE_SAMPLES = 640  # 5 s at 128 Hz
 N_TRIALS = 20
-ECG_CHANNELS = ("ECG Right", "ECG Left")
+ECG_CHANNELS = ("ECG Right", "ECG Left")  # believed Shimmer RA-LL and LA-LL (docs/units.md)
+ECG_UNIT = "mV"  # assumed, not stated by the dataset (docs/units.md)
+COUNTS_MEDIAN = 50.0  # median |ECG| above this cannot be mV: 12-bit counts (~2060 mid-scale) or uV
+SKIPPED = ("GSR (eda)",)  # column 17
 SCORE_MIN, SCORE_MAX = 1, 9
 _FILE = re.compile(r"Data_Preprocessed_P(\d+)\.mat")
 _VARIABLES = ("joined_data", "labels_selfassessment", "VideoIDs")
@@ -82,6 +99,10 @@ def _trial(mat: dict[str, Any], trial: int) -> tuple[np.ndarray, dict[str, Any]]
     if data.shape[0] <= BASELINE_SAMPLES:
         raise ValueError(f"trial of {data.shape[0]} samples is not longer than its 5-s baseline")
     labels = _cell(mat, "labels_selfassessment", trial).astype(np.float64).reshape(-1)
+    ecg = np.abs(data[:, 14:16])
+    if np.isfinite(ecg).any() and np.nanmedian(ecg) > COUNTS_MEDIAN:
+        raise ValueError(f"ECG median |x| = {np.nanmedian(ecg):.0f} is not {ECG_UNIT} (12-bit ADC counts sit near "
+                         "2060, uV in the hundreds); see docs/units.md")  # fmt: skip
     if labels.size < len(_LABELS):
         raise ValueError("no self-assessment labels for this trial")
     video = np.ravel(_cell(mat, "VideoIDs", trial))
@@ -116,11 +137,12 @@ def _read_file(root: str, path: str, items: list[Item], baseline: bool) -> Itera
             record_id = item.id if segment == "stimulus" else f"{item.id}_baseline"
             x = data[span].T.astype(np.float32)
             signals = {"eeg": Signal(x[:14], FS, list(EMOTIV_CHANNELS), unit="uV"),
-                       "ecg": Signal(x[14:16], FS, list(ECG_CHANNELS), unit="mV")}  # fmt: skip
+                       "ecg": Signal(x[14:16], FS, list(ECG_CHANNELS), unit=ECG_UNIT)}  # fmt: skip
             if reason := all_nan_reason(signals):
                 yield Reject(NAME, path, "read", reason, record_id=record_id)
                 continue
-            yield Record(NAME, record_id, path, signals, subject_id=f"{p:02d}", meta=meta | {"segment": segment})
+            yield Record(NAME, record_id, path, signals, subject_id=f"{p:02d}", meta=meta | {"segment": segment},
+                         skipped=list(SKIPPED[: data.shape[1] - 16]))  # fmt: skip
 
 
 def read(root: str, items: list[Item], *, baseline: bool = True) -> Iterator[Record | Reject]:

@@ -37,7 +37,10 @@ class Record:
 
     ``signals`` maps a modality (``"ecg"``, ``"eeg"``) to its :class:`Signal`; all signals of
     a record start at the same instant.  ``meta`` holds labels and ids as JSON-serialisable
-    values; its keys become manifest columns.
+    values; its keys become manifest columns.  ``skipped`` names the source channels the reader
+    left out, each with its type (``"PLETH (ppg)"``, ``"vx (frank)"``); ``issues`` are rejects of
+    parts of the record (stage ``lead``: an ECG lead masked, say because its unit is unreadable)
+    that did not stop the rest of it.
     """
 
     dataset: str
@@ -46,6 +49,8 @@ class Record:
     signals: dict[str, Signal]
     subject_id: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    issues: list[Reject] = field(default_factory=list)
 
 
 @dataclass
@@ -54,7 +59,7 @@ class Reject:
 
     dataset: str
     source: str
-    stage: str  # "list", "read", "transform", "quality"
+    stage: str  # "read", "lead", "transform", "quality" or "write"
     reason: str
     record_id: str | None = None
     window_index: int | None = None

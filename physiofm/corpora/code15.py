@@ -3,6 +3,18 @@
 Rows are matched to the CSV by ``exam_id`` (not position); the last row of every part is
 zero padding and is skipped; short exams are zero-padded in the file and the padding is
 stripped before windowing (the recipe then keeps a last window of ≥ 7 s).
+
+Units: the values are mV, and the reader returns them as stored (``VALUE_TO_MV = 1.0``).  The
+README's sentence "represented … at the scale 1e-4V: so if the signal is in V it should be
+multiplied by 1000" contradicts itself; the authors answer "just make sure your ECG is scaled as
+millivolts" (antonior92/automatic-ecg-diagnosis#3, #10).  Reading it as 1e-4 V per unit (× 0.1,
+what physiofm did before) makes CODE-15% ten times smaller than PTB-XL or the Challenge.
+Caveat: a user's comparison over 100,000 exams found CODE-15% maxima about 2× those of other
+archives read in mV (antonior92/ecg-age-prediction#5; an empirical factor of 0.5 aligned them),
+so "mV" is the authors' word, not an exact calibration.  A build that wants another factor sets
+it in its recipe, ``[source] scale`` (``manifests/recipes/code15.toml``, default 1.0), which the
+ECG preparer multiplies into every value; ``physiofm validate`` warns when a store's R peaks or
+lead amplitudes are far from physiological (see :mod:`physiofm.store.amplitude`).
 """
 
 from __future__ import annotations
@@ -21,7 +33,7 @@ from physiofm.io import join, url_to_fs
 NAME = "code15"
 FS = 400.0
 LEADS = ["DI", "DII", "DIII", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
-VALUE_TO_MV = 0.1  # tracings are stored at a scale of 1e-4 V per unit
+VALUE_TO_MV = 1.0  # tracings are mV (the authors; see the module docstring); not 1e-4 V per unit
 LABELS = ("1dAVb", "RBBB", "LBBB", "SB", "ST", "AF", "normal_ecg")
 
 
@@ -104,5 +116,6 @@ def read(root: str, items: list[Item]) -> Iterator[Record | Reject]:
             if tracing.shape[1] == 0:
                 yield Reject(NAME, part, "read", "all-zero tracing", item.id)
                 continue
-            signal = Signal(np.ascontiguousarray(tracing * VALUE_TO_MV, dtype=np.float32), FS, LEADS, "mV")
+            values = tracing * VALUE_TO_MV if VALUE_TO_MV != 1.0 else tracing
+            signal = Signal(np.ascontiguousarray(values, dtype=np.float32), FS, LEADS, "mV")
             yield Record(NAME, item.id, part, {"ecg": signal}, item.extra[1], json.loads(item.extra[2]))

@@ -6,10 +6,19 @@ Layout (``shared/docs/datasets.md`` §1): one MATLAB v5 file ``DREAMER.mat`` hol
 **once per process** (module cache keyed by URL and size) and every ``read`` call, for any
 subset of items, reuses it.
 
-Units.  EEG is Emotiv raw values in uV with their ~4 mV DC level, passed on unchanged (the
-pipeline's high-pass removes the level).  ECG is stored device-native by Shimmer2; values that
-look like 12-bit ADC counts (median magnitude > 50) are converted with Shimmer's default ECG
-calibration, ``mV = (counts - 2060) * 3000 / 4095 / 175``, anything else is taken as mV.  The
+Units (evidence and uncertainty in ``docs/units.md``; the dataset states no unit for either).
+EEG is Emotiv raw values in uV with their ~4 mV DC level, passed on unchanged (the pipeline's
+high-pass removes the level).  ECG is stored device-native by the Shimmer2 ECG board
+(**[reported]**, ``shared/docs/datasets.md`` §1); values that look like 12-bit ADC counts
+(median magnitude > 50, i.e. near the 2060 mid-scale; no calibrated ECG sits there) are
+converted with Shimmer's default ECG calibration, ``mV = (counts - 2060) * 3000 / 4095 / 175``
+(the offset and gain 2060 and 175 are the defaults of Shimmer's own driver, which calibrates a
+12-bit ADC value as ``(raw - offset) * (3 V * 1000 / gain) / 4095``), anything else is taken
+as mV.  Plausibility: that maps the ADC's 0-4095 onto about -8.6 to +8.5 mV at 4.19 uV per
+count, a usual range for an ECG front end, and a 1-mV R wave onto ~240 counts; without the
+gain of 175 such an R wave would read ~175 mV.  The per-device offset (``- 2060``) only shifts
+the DC level, which the band-pass removes; a device gain differing from the default scales
+the amplitudes by the same factor (not correctable without the device's calibration).  The
 two ECG columns are unnamed in the dataset and called ``ECG1``, ``ECG2`` here.
 
 Each trial gives a stimulus record and, with ``baseline=True``, the 61-s baseline before it;

@@ -8,10 +8,32 @@ be the folder holding ``Sessions`` or ``Sessions`` itself.
 
 The BDF is read with MNE; channel names and the sampling rate come from the file.  The
 stimulus is the span between the first two Status-channel events (as TorchEEG does); the
-recording before it (30 s in the real data) is the baseline record.  ECG = EXG1, EXG2, EXG3
-(BioSemi active electrodes on the chest, as recorded: no lead derivation), converted to mV;
-EEG = every channel outside the known non-EEG set, in uV.  Sessions that are not rated
-stimuli (``isStim="0"`` or no felt* ratings) are rejected from their ``session.xml`` alone.
+recording before it (30 s in the real data) is the baseline record.  EEG = every channel
+outside the known non-EEG set, in uV.  Sessions that are not rated stimuli (``isStim="0"`` or
+no felt* ratings) are rejected from their ``session.xml`` alone.
+
+ECG: bipolar leads derived from the referential EXG1-EXG3.  A BioSemi ActiveTwo records every
+electrode against its common-mode sense electrode (CMS, driven by DRL), not against another
+ECG electrode, so each EXG channel holds the electrode's cardiac potential *plus* a common
+part shared by all channels (the cardiac potential at CMS, electrode offsets, drift and mains
+pickup, easily tens of mV).  Stored as ECG they would be mostly that common part.  Their
+differences cancel it; with the placement reported for MAHNOB (EXG1 upper right chest, EXG2
+upper left chest, EXG3 left abdomen; ``shared/docs/datasets.md`` §3, **[reported]**, from a
+third-party loader, not the dataset paper):
+
+* ``EXG2-EXG1`` (left minus right upper chest) ~ lead I,
+* ``EXG3-EXG1`` (left abdomen minus right upper chest) ~ lead II,
+* ``EXG3-EXG2`` (left abdomen minus left upper chest) ~ lead III,
+
+stored in mV (BDF physical values, uV in the header, converted by MNE to V, here to mV) under
+those channel names, with the derivation in the ``ecg_derivation`` manifest column.  These
+are torso leads (Mason-Likar-like), not limb leads: their axes and amplitudes only
+approximate Einthoven's I/II/III, and if the placement report is wrong they are still valid
+bipolar chest leads, just not these ones.  By construction ``EXG3-EXG1 = (EXG2-EXG1) +
+(EXG3-EXG2)``: the three carry two independent signals.  ``docs/units.md`` has the evidence.
+
+Every channel left out (EXG4-8, GSR, Erg, Resp, Temp, Status, Plet) is listed in
+``Record.skipped`` with its type.
 """
 
 from __future__ import annotations
@@ -33,7 +55,16 @@ from physiofm.corpora.base import Item, Record, Reject, Signal
 from physiofm.io import is_local, join, url_to_fs
 
 NAME = "mahnob"
-ECG_CHANNELS = ("EXG1", "EXG2", "EXG3")
+ECG_CHANNELS = ("EXG1", "EXG2", "EXG3")  # the referential inputs of the bipolar leads
+BIPOLAR = (  # (name, plus, minus, what it approximates): minus and plus index ECG_CHANNELS
+    ("EXG2-EXG1", 1, 0, "~lead I: EXG2 (upper left chest) - EXG1 (upper right chest)"),
+    ("EXG3-EXG1", 2, 0, "~lead II: EXG3 (left abdomen) - EXG1 (upper right chest)"),
+    ("EXG3-EXG2", 2, 1, "~lead III: EXG3 (left abdomen) - EXG2 (upper left chest)"),
+)
+ECG_LEADS = tuple(name for name, *_ in BIPOLAR)
+ECG_DERIVATION = [f"{name} {note}" for name, _, _, note in BIPOLAR]
+_SKIPPED_TYPES = {"GSR1": "eda", "GSR2": "eda", "ERG1": "aux", "ERG2": "aux", "RESP": "resp", "TEMP": "temp",
+                  "STATUS": "stim", "PLET": "ppg"}  # fmt: skip  # EXG4-8: "exg"
 NON_EEG = frozenset(
     {*(f"EXG{i}" for i in range(1, 9)), "GSR1", "GSR2", "ERG1", "ERG2", "RESP", "TEMP", "STATUS", "PLET"}
 )  # upper-cased names of the non-EEG channels (Plet in some files)
@@ -127,6 +158,21 @@ def _unrated(attrs: dict[str, str]) -> str | None:
     return f"session.xml has no felt* ratings ({', '.join(missing)} missing)" if missing else None
 
 
+def bipolar(exg: np.ndarray) -> np.ndarray:
+    """The ``BIPOLAR`` leads (3, T) from referential EXG1-EXG3 (3, T), in the same unit."""
+    return np.stack([exg[plus] - exg[minus] for _, plus, minus, _ in BIPOLAR])
+
+
+def _skipped(names: list[str], used: set[int]) -> list[str]:
+    """``"GSR1 (eda)"`` for every channel not in ``used`` (indices), in file order."""
+    out = []
+    for i, name in enumerate(names):
+        if i not in used:
+            key = name.upper()
+            out.append(f"{name} ({'exg' if key.startswith('EXG') else _SKIPPED_TYPES.get(key, 'misc')})")
+    return out
+
+
 def _unusable(bdf: BdfRecording, eeg: list[int]) -> str | None:
     """Why a BDF gives no paired record (no ECG, no EEG, no stimulus span), else None."""
     names = [name.upper() for name in bdf.raw.ch_names]
@@ -194,15 +240,18 @@ def _read_session(fs: AbstractFileSystem, base: str, item: Item, baseline: bool)
     segments = {"stimulus": (start, stop)}
     if baseline and start >= fs_hz:  # at least 1 s before the stimulus
         segments["baseline"] = (0, start)
+    skipped = _skipped(raw.ch_names, set(eeg + ecg))
+    meta["ecg_derivation"] = list(ECG_DERIVATION)
     for segment, (a, b) in segments.items():
         data = raw.get_data(picks=eeg + ecg, start=a, stop=b)
         signals = {
             "eeg": Signal((data[: len(eeg)] * 1e6).astype(np.float32), fs_hz, [raw.ch_names[i] for i in eeg],
                           unit="uV"),
-            "ecg": Signal((data[len(eeg) :] * 1e3).astype(np.float32), fs_hz, list(ECG_CHANNELS), unit="mV"),
+            "ecg": Signal((bipolar(data[len(eeg) :]) * 1e3).astype(np.float32), fs_hz, list(ECG_LEADS), unit="mV"),
         }  # fmt: skip
         record_id = item.id if segment == "stimulus" else f"{item.id}_baseline"
-        yield Record(NAME, record_id, source, signals, subject_id=subject_id, meta=meta | {"segment": segment})
+        yield Record(NAME, record_id, source, signals, subject_id=subject_id, meta=meta | {"segment": segment},
+                     skipped=list(skipped))  # fmt: skip
 
 
 def read(root: str, items: list[Item], *, baseline: bool = True) -> Iterator[Record | Reject]:

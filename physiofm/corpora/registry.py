@@ -15,8 +15,9 @@ from typing import Any
 
 from physiofm.corpora.base import Reader
 
-KINDS = ("ecg", "emotion")
-"""What a corpus's records become: ``ecg`` (12-lead windows) or ``emotion`` (paired EEG+ECG windows)."""
+KINDS = ("ecg", "emotion", "eeg")
+"""What a corpus's records become: ``ecg`` (12-lead windows), ``emotion`` (paired EEG+ECG windows) or
+``eeg`` (windows of a recipe's EEG channel set)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,30 @@ CORPORA: dict[str, Corpus] = {
             f"{_EMOTION}:synth_mahnob",
             "subjects",
             "MAHNOB-HCI: Sessions/*/Part_*.bdf + session.xml, 256 Hz",
+        ),
+        Corpus(
+            "tuh-eeg",
+            "eeg",
+            "physiofm.corpora.tuh",
+            "physiofm.synth.eeg:synth_tuh_eeg",
+            "records",
+            "TUH EEG (TUEG, TUAB, TUEV): edf/.../<montage>/<subject>_s<nnn>_t<nnn>.edf (+ .rec)",
+        ),
+        Corpus(
+            "bids-eeg",
+            "eeg",
+            "physiofm.corpora.bids",
+            "physiofm.synth.eeg:synth_bids_eeg",
+            "subjects",
+            "BIDS EEG: sub-*/[ses-*/]eeg/*_eeg.{edf,bdf,vhdr,set} + participants/channels/events sidecars",
+        ),
+        Corpus(
+            "edf",
+            "eeg",
+            "physiofm.corpora.edf",
+            "physiofm.synth.eeg:synth_edf",
+            "records",
+            "any folder of EDF, EDF+, BDF or BDF+ files",
         ),
     )
 }

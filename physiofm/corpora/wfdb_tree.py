@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from physiofm.corpora.base import Item, Record, Reject, Signal
+from physiofm.corpora.channels import classify, skipped_label
 from physiofm.corpora.wfdb_format import Header, HeaderError, parse_header, read_signals
 from physiofm.io import join, url_to_fs
+from physiofm.units import unit_scale
 
 NAME = "wfdb"
 
@@ -41,8 +44,24 @@ def list_items(root: str) -> list[Item]:
     return list_headers(root)
 
 
-def load(fs, base: str, item: Item) -> tuple[Header, Signal]:
-    """Read one record's header and signals; raise ``ValueError`` with the reason on failure."""
+@dataclass
+class Loaded:
+    """One WFDB record as read: its header, its ECG leads in mV, and what was left out."""
+
+    header: Header
+    signal: Signal
+    skipped: list[str] = field(default_factory=list)  # non-ECG channels, "PLETH (ppg)"
+    masked: list[tuple[str, str]] = field(default_factory=list)  # ECG leads left out: (name, why)
+
+
+def load(fs, base: str, item: Item) -> Loaded:
+    """Read one record's header and signals; raise ``ValueError`` with the reason on failure.
+
+    Every channel is classified by name (:func:`physiofm.corpora.channels.classify`): ECG leads are
+    kept and converted to mV; other signals (PLETH, ABP, RESP, Frank leads, …) are skipped, whatever
+    their unit.  An ECG lead whose unit is not a voltage is left out (masked) with the reason, and the
+    record goes on with its other leads.
+    """
     header_path = join(base, item.path)
     try:
         text = fs.cat_file(header_path).decode("latin-1")
@@ -54,8 +73,29 @@ def load(fs, base: str, item: Item) -> tuple[Header, Signal]:
         raise ValueError(f"garbage header: {error}") from None
     folder = header_path.rsplit("/", 1)[0]
     record_name = item.path.rsplit("/", 1)[-1][:-4]
-    data, channels = read_signals(fs, folder, header, record_name)
-    return header, Signal(data, header.fs, channels, "mV")
+    data, channels, units = read_signals(fs, folder, header, record_name)
+    keep: list[int] = []
+    skipped: list[str] = []
+    masked: list[tuple[str, str]] = []
+    for row, (name, unit) in enumerate(zip(channels, units)):
+        kind, _ = classify(name)
+        if kind != "ecg":
+            skipped.append(skipped_label(name, kind))
+            continue
+        try:
+            factor = unit_scale(unit)
+        except ValueError:
+            masked.append((name, f"unknown physical unit {unit!r}"))
+            continue
+        if factor != 1.0:
+            data[row] *= factor
+        keep.append(row)
+    if not keep:
+        described = ", ".join(f"{name} [{unit}]" for name, unit in zip(channels, units))
+        raise ValueError(f"no usable ECG lead among channels {described}")
+    if len(keep) < len(channels):
+        data, channels = data[keep], [channels[i] for i in keep]
+    return Loaded(header, Signal(data, header.fs, channels, "mV"), skipped, masked)
 
 
 Describe = Callable[[Item, Header], tuple[str | None, dict]]
@@ -76,12 +116,15 @@ def read_records(root: str, items: list[Item], dataset: str, describe: Describe)
     fs, base = url_to_fs(root)
     for item in items:
         try:
-            header, signal = load(fs, base, item)
+            loaded = load(fs, base, item)
         except ValueError as error:
             yield Reject(dataset, item.path, "read", str(error), item.id)
             continue
-        subject, meta = describe(item, header)
-        yield Record(dataset, item.id, item.path, {"ecg": signal}, subject, meta)
+        subject, meta = describe(item, loaded.header)
+        issues = [
+            Reject(dataset, item.path, "lead", f"lead {name} left out: {why}", item.id) for name, why in loaded.masked
+        ]
+        yield Record(dataset, item.id, item.path, {"ecg": loaded.signal}, subject, meta, loaded.skipped, issues)
 
 
 def read(root: str, items: list[Item]) -> Iterator[Record | Reject]:

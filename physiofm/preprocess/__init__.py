@@ -10,7 +10,11 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-PREPARERS = {"ecg": "physiofm.preprocess.ecg", "emotion": "physiofm.preprocess.paired"}
+PREPARERS = {
+    "ecg": "physiofm.preprocess.ecg",
+    "emotion": "physiofm.preprocess.paired",
+    "eeg": "physiofm.preprocess.eeg",
+}
 
 
 def preparer(kind: str) -> ModuleType:

@@ -13,18 +13,51 @@ import numpy as np
 
 from physiofm.corpora.base import Record, Reject
 from physiofm.preprocess import transforms as T
-from physiofm.preprocess.leads import STANDARD_LEADS, lead_mapping
+from physiofm.preprocess.faults import stage
+from physiofm.preprocess.leads import STANDARD_LEADS, lead_mapping, unmapped
 from physiofm.preprocess.quality import drop_reason, window_flags
 from physiofm.preprocess.windows import WindowSpec, sample_key
 from physiofm.units import unit_scale
 
 MODALITIES = ("ecg",)
+SOURCE_FS = (
+    25.0,
+    20_000.0,
+)  # Hz: a header outside this is wrong (resampling 0.01 Hz to 200 Hz would need 20,000x the samples)
 _IDENTITY = np.arange(len(STANDARD_LEADS))
+
+
+@lru_cache(maxsize=256)
+def _unmapped(channels: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(unmapped(list(channels)))
 
 
 @lru_cache(maxsize=256)
 def _mapping(channels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     return lead_mapping(list(channels))
+
+
+def _map_leads(record: Record, source_scale: float = 1.0) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """``(fs, data (12, T) in mV with absent leads zero, present (12,))``, or None without a standard lead.
+
+    ``source_scale`` is the recipe's ``[source] scale``: a factor applied to the values as the reader
+    gives them, before unit conversion (1 unless a corpus's unit is in doubt, as CODE-15%'s was).
+    """
+    signal = record.signals["ecg"]
+    src, dst = _mapping(tuple(signal.channels))
+    if not len(dst):
+        return None
+    scale = unit_scale(signal.unit) * source_scale
+    present = np.zeros(len(STANDARD_LEADS), dtype=bool)
+    present[dst] = True
+    whole = signal.data.shape[0] == len(STANDARD_LEADS) and (src == _IDENTITY).all() and (dst == _IDENTITY).all()
+    if whole:  # the 12 standard leads in order and nothing else: no copy into a new array
+        data = np.asarray(signal.data, dtype=np.float64)
+        data = data * scale if scale != 1 else data
+    else:
+        data = np.zeros((len(STANDARD_LEADS), signal.data.shape[1]), dtype=np.float64)
+        data[dst] = signal.data[src] * scale
+    return float(signal.fs), data, present
 
 
 def sample_shape(recipe: dict) -> dict[str, tuple[int, ...]]:
@@ -37,33 +70,31 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
     spec = WindowSpec.from_recipe(recipe)
     dtype = np.dtype(recipe["output"]["dtype"])
     drop = set(recipe["quality"]["drop"])
+    source_scale = float(recipe.get("source", {}).get("scale", 1.0))
     rejects: list[Reject] = []
     groups: dict[tuple[float, int], list[tuple[int, Record, np.ndarray, np.ndarray]]] = defaultdict(list)
     for position, record in enumerate(records):
-        signal = record.signals["ecg"]
-        src, dst = _mapping(tuple(signal.channels))
-        if not len(dst):
+        with stage("lead"):
+            mapped = _map_leads(record, source_scale)
+        if mapped is None:
             rejects.append(
                 Reject(
                     record.dataset,
                     record.source,
-                    "transform",
-                    f"no standard ECG lead among channels {signal.channels}",
+                    "lead",
+                    f"no standard ECG lead among channels {record.signals['ecg'].channels}",
                     record.record_id,
                 )
             )
             continue
-        scale = unit_scale(signal.unit)
-        present = np.zeros(len(STANDARD_LEADS), dtype=bool)
-        present[dst] = True
-        if len(dst) == len(STANDARD_LEADS) and (src == _IDENTITY).all() and (dst == _IDENTITY).all():
-            data = (
-                np.asarray(signal.data, dtype=np.float64) * scale if scale != 1 else np.asarray(signal.data, np.float64)
+        fs, data, present = mapped
+        if not SOURCE_FS[0] <= fs <= SOURCE_FS[1]:
+            reason = (
+                f"sampling rate {fs:g} Hz is outside what ECG recordings use ({SOURCE_FS[0]:g}-{SOURCE_FS[1]:g} Hz)"
             )
-        else:
-            data = np.zeros((len(STANDARD_LEADS), signal.data.shape[1]), dtype=np.float64)
-            data[dst] = signal.data[src] * scale
-        groups[(float(signal.fs), data.shape[1])].append((position, record, data, present))
+            rejects.append(Reject(record.dataset, record.source, "transform", reason, record.record_id))
+            continue
+        groups[(fs, data.shape[1])].append((position, record, data, present))
 
     outputs: dict[int, tuple[list[dict], np.ndarray]] = {}  # record position -> (rows, windows)
     for (fs, length), members in groups.items():
@@ -86,26 +117,28 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
                     )
                 )
             continue
-        filtered = T.bandpass(
-            T.resample(raw, fs, spec.fs), spec.fs, *recipe["filter"]["bandpass"], order=recipe["filter"]["order"]
-        )
-        if recipe["filter"]["notch"]:
-            filtered = T.notch(filtered, spec.fs, recipe["filter"]["notch"], recipe["filter"]["notch_q"])
-        filtered *= present[..., None]  # absent leads stay exactly zero
-        valid = filtered.shape[-1]
-        windows = T.to_windows(filtered.astype(np.float32), spec.samples, spec.patch, count)  # (R, W, 12, N, P)
+        with stage("transform"):
+            filtered = T.bandpass(
+                T.resample(raw, fs, spec.fs), spec.fs, *recipe["filter"]["bandpass"], order=recipe["filter"]["order"]
+            )
+            if recipe["filter"]["notch"]:
+                filtered = T.notch(filtered, spec.fs, recipe["filter"]["notch"], recipe["filter"]["notch_q"])
+            filtered *= present[..., None]  # absent leads stay exactly zero
+            valid = filtered.shape[-1]
+            windows = T.to_windows(filtered.astype(np.float32), spec.samples, spec.patch, count)  # (R, W, 12, N, P)
         quality = recipe["quality"]
-        flags = window_flags(
-            raw,
-            nan,
-            present,
-            windows,
-            fs,
-            spec.seconds,
-            flat_ptp=quality["flat_ptp_mv"],
-            clip_fraction=quality["clip_fraction"],
-            amplitude_max=quality["amplitude_max_mv"],
-        )
+        with stage("quality"):
+            flags = window_flags(
+                raw,
+                nan,
+                present,
+                windows,
+                fs,
+                spec.seconds,
+                flat_ptp=quality["flat_ptp_mv"],
+                clip_fraction=quality["clip_fraction"],
+                amplitude_max=quality["amplitude_max_mv"],
+            )
         n_patches = np.minimum(spec.samples, valid - np.arange(count) * spec.samples)
         n_patches = -(-n_patches // spec.patch)
         keep = np.ones(windows.shape[:2], dtype=bool)
@@ -122,6 +155,7 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
                 "ecg_unit": "mV",
                 "ecg_channels": list(STANDARD_LEADS),
                 "ecg_lead_mask": present[r].tolist(),
+                "ecg_skipped": [*record.skipped, *_unmapped(tuple(record.signals["ecg"].channels))],
             }
             for w in range(count):
                 row_flags = {name: bool(values[r, w]) for name, values in flags.items()}

@@ -1,23 +1,16 @@
-"""ECG lead names: the standard 12-lead order and mapping of the names archives use."""
+"""The standard 12-lead order, and the mapping of a record's ECG channels onto it.
+
+Which names mean which lead is the readers' knowledge (:mod:`physiofm.corpora.channels`); this
+module maps a list of channel names to positions in :data:`STANDARD_LEADS`.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-STANDARD_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
-_INDEX = {name.lower(): i for i, name in enumerate(STANDARD_LEADS)}
-# Names seen in real archives for the same leads (CODE-15% "DI", MIT-BIH "MLII" = modified II).
-_ALIASES = {"di": "i", "dii": "ii", "diii": "iii", "mli": "i", "mlii": "ii", "mliii": "iii"}
+from physiofm.corpora.channels import STANDARD_LEADS, standard_index
 
-
-def standard_index(name: str) -> int | None:
-    """Index of ``name`` in :data:`STANDARD_LEADS` (case-insensitive, aliases), or None."""
-    key = name.strip().lower()
-    for prefix in ("lead ", "ecg "):
-        if key.startswith(prefix):
-            key = key[len(prefix) :].strip()
-    key = _ALIASES.get(key, key)
-    return _INDEX.get(key)
+__all__ = ["STANDARD_LEADS", "lead_mapping", "standard_index", "unmapped"]
 
 
 def lead_mapping(channels: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -35,3 +28,16 @@ def lead_mapping(channels: list[str]) -> tuple[np.ndarray, np.ndarray]:
             src.append(i)
             dst.append(j)
     return np.asarray(src, dtype=np.intp), np.asarray(dst, dtype=np.intp)
+
+
+def unmapped(channels: list[str]) -> list[str]:
+    """How the channels that :func:`lead_mapping` leaves out are listed in ``ecg_skipped``."""
+    out, seen = [], set()
+    for name in channels:
+        j = standard_index(name)
+        if j is None:
+            out.append(f"{name} (ecg: not a standard lead)")
+        elif j in seen:
+            out.append(f"{name} (ecg: a second {STANDARD_LEADS[j]})")
+        seen.add(j)
+    return out

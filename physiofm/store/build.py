@@ -12,9 +12,12 @@ How a build stays correct when it is killed, resumed, or run with any number of 
 * When every unit is done, the row count of each unit (hence where its samples go) is known:
   the parent creates the Zarr arrays at their final size and hands out *Zarr tasks*, each
   filling whole Zarr shards (``zarr_shard_rows`` samples) from the tar shards that hold them,
-  then writing its marker ``_build/zarr-{j:06d}.json``.  Tasks touch disjoint Zarr objects.
-* The parent (the client) writes only small things: the plan, the Parquet tables, and
-  ``build.json`` last.  ``build.json`` marks a complete store; ``_build/`` is removed after it.
+  then writing its marker ``_build/zarr-{j:06d}.json``, which lists the objects it wrote with
+  their size and sha256 (hashed as they were written).  Tasks touch disjoint Zarr objects.
+* The parent (the client) writes only small things: the plan, the Parquet tables (``zarr.parquet``,
+  the index of the Zarr objects, from one listing of ``zarr/`` and the Zarr markers), and
+  ``build.json`` last, with the size, sha256 and columns of every table it wrote.  ``build.json``
+  marks a complete store; ``_build/`` is removed after it.
 * Units and Zarr tasks run on any :class:`concurrent.futures.Executor`: a local process pool
   by default, or a Dask cluster (:mod:`physiofm.store.executors`).  A task that dies with
   its worker is run again from scratch: its outputs are replaced whole, so nothing is lost or
@@ -31,57 +34,22 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
 from importlib import metadata
-from itertools import islice
 
-import numpy as np
 import polars as pl
 
 import physiofm
 from physiofm import corpora, preprocess
-from physiofm.corpora.base import Item, Record, Reject
+from physiofm.corpora.base import Item
 from physiofm.io import join, json_bytes, url_to_fs, write_bytes
 from physiofm.preprocess.recipe import load_recipe, merge, recipe_hash
 from physiofm.store import layout as L
 from physiofm.store import schema
 from physiofm.store.layout import Layout
-from physiofm.store.npy import npy_bytes
-from physiofm.store.tar import TarShardWriter, read_named_arrays
+from physiofm.store.tasks import BuildError, UnitTask, ZarrTask, run_unit, write_zarr
 from physiofm.store.zarr_arrays import create_zarr_array
 
-BATCH_RECORDS = 64  # records transformed together: bounds a worker's memory, whatever the shard size
-
-
-class BuildError(RuntimeError):
-    """A build that cannot go on (the message says why and what to do)."""
-
-
-@dataclass
-class UnitTask:
-    """Everything a worker needs to produce one shard (picklable, small)."""
-
-    index: int
-    corpus: str
-    source: str
-    out: str
-    recipe: dict
-    items: list[Item]
-    storage_options: dict = field(default_factory=dict)
-
-
-@dataclass
-class ZarrTask:
-    """Fill Zarr rows ``[start, stop)`` of every modality from the tar shards that hold them."""
-
-    index: int
-    out: str
-    modalities: tuple[str, ...]
-    start: int
-    stop: int
-    shard_rows: int
-    sources: list[tuple[str, int, int]]  # (tar shard name, its first row, its samples), overlapping rows
-    storage_options: dict = field(default_factory=dict)
+__all__ = ["BuildError", "build", "plan_units"]
 
 
 def plan_units(items: list[Item], shard_size: int) -> list[list[Item]]:
@@ -98,94 +66,6 @@ def plan_units(items: list[Item], shard_size: int) -> list[list[Item]]:
     if current:
         units.append(current)
     return units
-
-
-def _batches(iterator: Iterator, size: int | None) -> Iterator[list]:
-    """Lists of ``size`` items (all of them when ``size`` is None)."""
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
-def run_unit(task: UnitTask) -> dict:
-    """Process one unit: write its shard and its marker; return the marker's content."""
-    corpus = corpora.get(task.corpus)
-    reader, preparer = corpus.reader, preprocess.preparer(corpus.kind)
-    store = Layout(task.out, task.storage_options)
-    name = L.shard_name(task.index)
-    writer = TarShardWriter(store.fs, store.shard(name))
-    rows: list[dict] = []
-    rejects: list[Reject] = []
-    read = 0
-    shapes: dict[str, list[int]] = {}
-    try:
-        for batch in _batches(
-            iter(reader.read(task.source, task.items)), getattr(preparer, "BATCH_RECORDS", BATCH_RECORDS)
-        ):
-            records = [r for r in batch if isinstance(r, Record)]
-            rejects.extend(r for r in batch if isinstance(r, Reject))
-            read += len(records)
-            arrays, metas, more = preparer.prepare(records, task.recipe)
-            rejects.extend(more)
-            if metas and not shapes:
-                shapes = {modality: list(values.shape[1:]) for modality, values in arrays.items()}
-            for i, meta in enumerate(metas):
-                members = {f"{modality}.npy": npy_bytes(values[i]) for modality, values in arrays.items()}
-                members["json"] = json_bytes(meta)
-                rows.append({**meta, "shard": name, "shard_pos": writer.samples})
-                writer.add(meta["key"], members)
-    except BaseException:
-        writer.abort()
-        raise
-    info = writer.close()
-    marker = {
-        "index": task.index,
-        "shard": asdict(info) if info else None,
-        "records_read": read,
-        "items": len(task.items),
-        "sample_shapes": shapes,
-        "rows": rows,
-        "rejects": [asdict(r) for r in rejects],
-    }
-    payload = json_bytes(marker)
-    _write_marker(store, L.unit_marker(task.index), payload)
-    return json.loads(payload)  # exactly what a resumed build reads back
-
-
-def _write_marker(store: Layout, name: str, payload: bytes) -> None:
-    """Write a task's marker, unless the store is already complete (a task orphaned by a dead
-    client can outlive the build that replaced it: its outputs are identical, its marker is not wanted)."""
-    if not store.fs.exists(store.build_info):
-        write_bytes(store.fs, store.state(name), payload)
-
-
-def write_zarr(task: ZarrTask) -> dict:
-    """Process one Zarr task: write its rows, whole Zarr shards at a time, then its marker."""
-    store = Layout(task.out, task.storage_options)
-    group = store.open_zarr("r+")
-    arrays = {modality: group[modality] for modality in task.modalities}
-    extensions = tuple(f"{modality}.npy" for modality in task.modalities)
-    cached: tuple[str, dict] | None = None  # a tar shard straddling two Zarr shards is read once
-    for start in range(task.start, task.stop, task.shard_rows):
-        stop = min(start + task.shard_rows, task.stop)
-        samples: dict[str, list[np.ndarray]] = {modality: [] for modality in task.modalities}
-        for name, first, count in task.sources:
-            low, high = max(start, first), min(stop, first + count)
-            if low >= high:
-                continue
-            if cached is None or cached[0] != name:
-                path = store.shard(name)
-                with store.fs.open(path, "rb") as handle:
-                    cached = name, read_named_arrays(handle, path, extensions)
-            for modality, extension in zip(task.modalities, extensions):
-                held = cached[1][extension]
-                if len(held) != count:
-                    raise BuildError(f"{name} holds {len(held)} {extension} arrays, its unit marker says {count}")
-                samples[modality].extend(held[low - first : high - first])
-        for modality, array in arrays.items():
-            array[start:stop] = np.stack(samples[modality])
-    marker = {"index": task.index, "start": task.start, "stop": task.stop}
-    _write_marker(store, L.zarr_marker(task.index), json_bytes(marker))
-    return marker
 
 
 def _versions() -> dict[str, str]:
@@ -338,21 +218,25 @@ def build(
                 progress("units", len(markers), total_units)
         ordered = [markers[i] for i in range(total_units)]
         zarr_tasks, shapes = _plan_zarr(store, ordered, modalities, resolved["output"])
-        done = total = len(zarr_tasks)
-        zarr_tasks = [t for t in zarr_tasks if not store.fs.exists(store.state(L.zarr_marker(t.index)))]
-        done -= len(zarr_tasks)
+        total = len(zarr_tasks)
+        zarr_markers = {t.index: store.read_json(store.state(L.zarr_marker(t.index))) for t in zarr_tasks}
+        zarr_markers = {index: marker for index, marker in zarr_markers.items() if marker is not None}
+        zarr_tasks = [t for t in zarr_tasks if t.index not in zarr_markers]
         if progress:
-            progress("zarr", done, total)
-        for _ in _run(write_zarr, zarr_tasks, executor):
-            done += 1
+            progress("zarr", len(zarr_markers), total)
+        for marker in _run(write_zarr, zarr_tasks, executor):
+            zarr_markers[marker["index"]] = marker
             if progress:
-                progress("zarr", done, total)
+                progress("zarr", len(zarr_markers), total)
     finally:
         if own_executor and executor is not None:
             executor.shutdown(cancel_futures=True)
     group = store.open_zarr("r") if shapes else {}
     zarr_rows = {modality: group[modality].shape[0] for modality in shapes}
-    return _finish(store, source, corpus, modalities, resolved, fingerprint, ordered, zarr_rows, shapes, started)
+    zarr_ordered = [zarr_markers[index] for index in sorted(zarr_markers)]
+    return _finish(
+        store, source, corpus, modalities, resolved, fingerprint, ordered, zarr_rows, shapes, started, zarr_ordered
+    )
 
 
 def _plan_zarr(
@@ -394,6 +278,35 @@ def _plan_zarr(
     return tasks, shapes
 
 
+def _zarr_index(store: Layout, zarr_markers: list[dict]) -> pl.DataFrame:
+    """``zarr.parquet``: every object under ``zarr/`` (one listing) with its size and sha256.
+
+    Array shard objects take the size and sha256 their Zarr task hashed while writing them (its
+    marker's ``objects``); the rest (the group's and arrays' ``zarr.json``, objects of a marker
+    written before markers listed them) are read and hashed here: a few small files.
+    """
+    store.fs.invalidate_cache()
+    listed = store.list_zarr()
+    recorded = {o["name"]: (m["index"], o) for m in zarr_markers for o in m.get("objects", ())}
+    for name, (index, entry) in recorded.items():
+        if listed.get(name, {}).get("size") != entry["bytes"]:
+            store.fs.rm(store.state(L.zarr_marker(index)))  # the resumed build writes that task again
+            raise BuildError(
+                f"zarr/{name} is not what its Zarr task wrote ({listed.get(name, {}).get('size')} bytes, "
+                f"the task wrote {entry['bytes']}); run the build again to rewrite it"
+            )
+    rows = []
+    for name in sorted(listed):
+        if name in recorded:
+            entry = recorded[name][1]
+            rows.append({k: entry[k] for k in ("name", "bytes", "sha256", "array", "first_row", "samples")})
+        else:
+            size, sha = store.hash_file(store.zarr_object(name))
+            rows.append({"name": name, "bytes": size, "sha256": sha})
+    rows.sort(key=lambda r: (r.get("array") is not None, r.get("array") or "", r.get("first_row") or 0, r["name"]))
+    return schema.conform(pl.DataFrame(rows, infer_schema_length=None), "zarr")
+
+
 def _finish(
     store: Layout,
     source: str,
@@ -405,13 +318,16 @@ def _finish(
     zarr_rows: dict[str, int],
     sample_shapes: dict,
     started: float,
+    zarr_markers: list[dict] = (),
 ) -> dict:
     rows = [row for marker in ordered for row in marker["rows"]]
     reject_rows = [r for marker in ordered for r in marker["rejects"]]
     rejects = pl.DataFrame(reject_rows, infer_schema_length=None) if reject_rows else schema.empty_frame("rejects")
-    store.write_table("rejects", schema.conform(rejects, "rejects"))
+    tables = {L.TABLES["rejects"]: store.write_table("rejects", schema.conform(rejects, "rejects"))}
     reasons = Counter(r["reason"] if r["stage"] != "quality" else f"quality: {r['reason']}" for r in reject_rows)
-    records_rejected = len({(r["source"], r["record_id"]) for r in reject_rows if r["stage"] != "quality"})
+    kept = {(row["source_path"], row["record_id"]) for row in rows}  # a masked lead is a reject of a kept record
+    whole = {(r["source"], r["record_id"]) for r in reject_rows if r["window_index"] is None}
+    records_rejected = len(whole - kept)
     records_read = sum(m["records_read"] for m in ordered)
     items_total = sum(m["items"] for m in ordered)
     if not rows:
@@ -428,9 +344,10 @@ def _finish(
     for modality, count in zarr_rows.items():
         if count != manifest.height:
             raise BuildError(f"internal error: zarr {modality} has {count} rows, manifest {manifest.height}")
-    store.write_table("manifest", manifest)
+    tables[L.TABLES["manifest"]] = store.write_table("manifest", manifest)
     shards = schema.conform(pl.DataFrame(_shard_rows(ordered)), "shards")
-    store.write_table("shards", shards)
+    tables[L.TABLES["shards"]] = store.write_table("shards", shards)
+    tables[L.TABLES["zarr"]] = store.write_table("zarr", _zarr_index(store, list(zarr_markers)))
 
     counts = {
         "items": items_total,
@@ -452,7 +369,17 @@ def _finish(
         "recipe": recipe,
         "counts": counts,
         "versions": _versions(),
+        # size, sha256, rows and columns (name, dtype, digest of the values) of every table written:
+        # validate names any later edit of a table from these
+        "tables": tables,
     }
+    # Amplitude statistics (physiofm.store.amplitude): per-batch stats from the unit markers, combined.
+    # A build resumed from markers written before they carried statistics leaves them out rather than
+    # summarising part of the store; validate then notes that they are missing.
+    from physiofm.store import amplitude
+
+    if all("amplitude" in marker for marker in ordered):
+        build_info["amplitude"] = amplitude.summarise(batch for marker in ordered for batch in marker["amplitude"])
     _remove_unpublished(store)
     write_bytes(store.fs, store.build_info, json.dumps(build_info, indent=2, sort_keys=True).encode())
     store.fs.rm(store.state(), recursive=True)

@@ -42,12 +42,19 @@ def empty_frame(table: str, modalities: tuple[str, ...] = ()) -> pl.DataFrame:
 
 
 def conform(df: pl.DataFrame, table: str, modalities: tuple[str, ...] = ()) -> pl.DataFrame:
-    """Cast declared columns to their schema types and put them first, in schema order."""
+    """Cast declared columns to their schema types and put them first, in schema order.
+
+    A nullable declared column that ``df`` lacks is added as nulls (a preparer that has no value
+    for it, say ``ecg_skipped`` of a dataset whose readers skip nothing, need not invent one).
+    """
     cols = columns(table, modalities)
-    missing = [name for name in cols if name not in df.columns]
+    missing = [name for name, spec in cols.items() if name not in df.columns and not spec.get("nullable")]
     if missing:
         raise ValueError(f"{table} table lacks columns {missing}")
-    declared = [pl.col(name).cast(_TYPES[spec["type"]]) for name, spec in cols.items()]
+    declared = [
+        (pl.col(name) if name in df.columns else pl.lit(None)).cast(_TYPES[spec["type"]]).alias(name)
+        for name, spec in cols.items()
+    ]
     extra = [name for name in df.columns if name not in cols]
     return df.select(declared + extra)
 

@@ -25,8 +25,8 @@ from physiofm.synth.signals import FINDINGS, LEADS, ecg_12lead, heart_rates, is_
 _CHUNK = 64  # records generated at once (bounds memory: 64 × 12 × 5000 float64 ≈ 30 MB)
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
-CODE15_UNITS_PER_MV = 10.0
-"""CODE-15% tracings are stored at 1e-4 V per unit, so ``value * 0.1`` is mV."""
+CODE15_UNITS_PER_MV = 1.0
+"""CODE-15% tracings are mV (the authors, antonior92/automatic-ecg-diagnosis#3, #10): one unit per mV."""
 
 MIMIC_ROOT = "mimic-iv-ecg-diagnostic-electrocardiogram-matched-subset-1.0"
 
@@ -564,7 +564,7 @@ def synth_code15(
 ) -> Path:
     """CODE-15% layout in ``out``: ``exams.csv`` and ``exams_part{k}.hdf5``; returns ``out``.
 
-    Each part holds ``tracings`` float32 (N+1, 4096, 12) at 400 Hz in 1e-4 V units and ``exam_id``
+    Each part holds ``tracings`` float32 (N+1, 4096, 12) at 400 Hz in mV and ``exam_id``
     int64 (N+1,), the last row being the all-zero padding with exam_id 0.  A ``short_fraction``
     of exams last 7 s (2800 samples), the rest 10 s (4000); both are centred in 4096 samples
     with zeros on each side.  CSV rows are in a different order from the HDF5 rows.

@@ -72,6 +72,20 @@ SHIMMER_ECG_MV_PER_COUNT = 3000 / 4095 / 175  # ... 3000 mV reference over 4095 
 EMOTIV_LSB_UV = 1 / 1.95  # Emotiv EPOC 14-bit resolution (0.51 uV)
 EMOTIV_OFFSET_UV = 4200.0  # Emotiv raw values sit on a ~4 mV DC level
 
+# ECG lead geometry (docs/planted-relation.md §3): electrode sites in the frontal plane
+# (degrees; 0 = towards the subject's left, 90 = towards the feet), Einthoven's triangle, so
+# LA - RA is lead I (0 deg), LL - RA lead II (60 deg), LL - LA lead III (120 deg).
+ELECTRODE_ANGLES = {"RA": -150.0, "LA": -30.0, "LL": 90.0}
+HEART_AXIS = (40.0, 70.0)  # per-subject mean QRS axis, degrees (normal: -30 to 90)
+AMIGOS_LEADS = (("RA", "LL"), ("LA", "LL"))  # ECG Right, ECG Left: Shimmer RA-LL, LA-LL (~ -II, -III)
+MAHNOB_EXG_SITES = ("RA", "LA", "LL")  # EXG1 upper right chest, EXG2 upper left chest, EXG3 left abdomen
+# BioSemi records each EXG against CMS: every channel also carries a common part (mV).
+CMS_GAIN = (-0.15, 0.05)  # cardiac potential at the CMS site, per unit heart vector (head: small)
+COMMON_MAINS_MV = (8.0, 20.0)  # 50 Hz pickup amplitude
+COMMON_DRIFT_MV = (10.0, 30.0)  # slow drift amplitude
+EXG_OFFSET_MV = 40.0  # electrode DC offsets, uniform in +-this
+EXG_EVENT_WEIGHTS = (-0.5, 0.5, 1.0)  # planted pulse on EXG1-3 (x EVENT_ECG_MV): +4, +6, +2 mV on I, II, III
+
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
     """An independent random stream per (seed, dataset, subject, ...)."""
@@ -210,6 +224,24 @@ def ecg_signal(rng: np.random.Generator, phys: Physiology, affect: Affect, n: in
         mains = 0.01 * np.sin(2 * np.pi * 50.0 * time + rng.uniform(0, 2 * np.pi))
         leads.append(gain * beat_train + wander + mains + rng.normal(0, 0.015, n))
     return np.stack(leads)
+
+
+def electrode_gains(axis: float, sites: Sequence[str]) -> np.ndarray:
+    """Potential of each electrode site per unit of a heart vector pointing at ``axis`` degrees.
+
+    Potentials are relative to Wilson's central terminal (they sum to 0 over RA, LA, LL); the
+    difference of two sites is the gain of that bipolar lead: ``LA - RA = cos(axis)`` (lead I),
+    ``LL - RA = cos(axis - 60)`` (II), ``LL - LA = cos(axis - 120)`` (III).
+    """
+    return np.array([np.cos(np.radians(axis - ELECTRODE_ANGLES[site])) / np.sqrt(3) for site in sites])
+
+
+def common_mode(rng: np.random.Generator, n: int, fs: float) -> np.ndarray:
+    """(n,) mV that every channel of a CMS-referenced BioSemi recording shares: mains, drift, a random walk."""
+    t = np.arange(n) / fs
+    mains = rng.uniform(*COMMON_MAINS_MV) * np.sin(2 * np.pi * 50.0 * t + rng.uniform(0, 2 * np.pi))
+    drift = rng.uniform(*COMMON_DRIFT_MV) * np.sin(2 * np.pi * rng.uniform(0.005, 0.03) * t + rng.uniform(0, 2 * np.pi))
+    return mains + drift + np.cumsum(rng.normal(0, 0.02, n))
 
 
 def pulse(n: int, fs: float, at: float) -> np.ndarray:
@@ -385,7 +417,9 @@ def synth_amigos(out: str | Path, subjects: int = 3, seed: int = 0, *,
     download), ``"flat"`` all in ``out``.  Each of the 20 trials is 5 s of baseline + the
     stimulus (``clip_seconds`` for the 16 short videos, ``long_seconds`` for the 4 long ones;
     real long videos last 15-24 min).  Participants in ``missing_long`` get 0x0 trials 17-20.
-    ``corrupt`` maps participants to a broken-file kind.
+    ``corrupt`` maps participants to a broken-file kind.  ECG is written as the preprocessed
+    files are believed to hold it (``docs/units.md``): calibrated mV, ``ECG Right`` = RA - LL and
+    ``ECG Left`` = LA - LL of a heart vector at a per-subject axis (R waves negative-going).
     """
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
@@ -402,6 +436,9 @@ def synth_amigos(out: str | Path, subjects: int = 3, seed: int = 0, *,
             continue
         rng = _rng(seed, 2, s)
         phys = Physiology.draw(rng)
+        axis = _rng(seed, 2, s, 0).uniform(*HEART_AXIS)
+        site = dict(zip(ELECTRODE_ANGLES, electrode_gains(axis, tuple(ELECTRODE_ANGLES)), strict=True))
+        gains = [float(site[plus] - site[minus]) for plus, minus in AMIGOS_LEADS]
         present = [t for t in range(1, n_trials + 1) if not (t > 16 and s in missing_long)]
         scores = draw_scores(rng, len(present), 1, 9)
         joined, selfass, ext = [], [], []
@@ -414,9 +451,9 @@ def synth_amigos(out: str | Path, subjects: int = 3, seed: int = 0, *,
             v, a, d = scores[present.index(t)]
             event = event_at[2] if event_at is not None and event_at[:2] == (s, t) else None
             parts = [
-                _segment(rng, phys, Affect.neutral(rng), baseline_s, fs, fs, EMOTIV_CHANNELS, (0.9, 1.1)),
+                _segment(rng, phys, Affect.neutral(rng), baseline_s, fs, fs, EMOTIV_CHANNELS, gains),
                 _segment(rng, phys, Affect.from_scores(v, a, d, 1, 9, rng), lengths[t - 1], fs, fs,
-                         EMOTIV_CHANNELS, (0.9, 1.1), event),
+                         EMOTIV_CHANNELS, gains, event),
             ]  # fmt: skip
             signals = np.concatenate([np.vstack(p) for p in parts], axis=1)
             gsr = 4.0 + rng.uniform(-2, 2) + np.cumsum(rng.normal(0, 0.002, signals.shape[1]))
@@ -496,6 +533,12 @@ def synth_mahnob(out: str | Path, subjects: int = 3, seed: int = 0, *, trials: i
     channels with ``pre_seconds`` before and about ``post_seconds`` after the clip (30 s each
     in the real data), bounded by two Status trigger pulses.  ``no_triggers`` and
     ``unrated`` list (subject, trial) pairs written without triggers or without felt* ratings.
+
+    EXG1-3 are written as a BioSemi records them, each against CMS: the electrode's cardiac
+    potential (a heart vector at a per-subject axis projected on ``MAHNOB_EXG_SITES``, minus
+    that of the CMS site) plus a part common to the three (mains, drift, a random walk; tens of
+    mV) and a DC offset per electrode.  Their differences (EXG2 - EXG1 ~ lead I, EXG3 - EXG1 ~ II,
+    EXG3 - EXG2 ~ III) are a clean ECG; each channel alone is mostly the common part.
     """
     sessions = Path(out) / "Sessions"
     sessions.mkdir(parents=True, exist_ok=True)
@@ -505,6 +548,9 @@ def synth_mahnob(out: str | Path, subjects: int = 3, seed: int = 0, *, trials: i
     for s in range(1, subjects + 1):
         rng = _rng(seed, 3, s)
         phys = Physiology.draw(rng)
+        heart = _rng(seed, 3, s, 0)
+        axis, cms = heart.uniform(*HEART_AXIS), heart.uniform(*CMS_GAIN)
+        exg_gains = electrode_gains(axis, MAHNOB_EXG_SITES) - cms  # referential: electrode minus CMS
         scores = draw_scores(rng, trials, 1, 9)
         order = rng.permutation(len(media))
         started = datetime(2009, 7, 9, 10, 0) + timedelta(days=s)
@@ -523,9 +569,16 @@ def synth_mahnob(out: str | Path, subjects: int = 3, seed: int = 0, *, trials: i
                 bounds = [(0, start, Affect.neutral(rng), None), (start, stop, affect, event),
                           (stop, n_total, Affect.neutral(rng), None)]  # fmt: skip
                 for lo, hi, aff, ev in bounds:
-                    x, y = _segment(rng, phys, aff, (hi - lo) / fs, fs, fs, BIOSEMI32_CHANNELS, (-0.6, 0.8, 1.0), ev)
+                    x, y = _segment(rng, phys, aff, (hi - lo) / fs, fs, fs, BIOSEMI32_CHANNELS, exg_gains)
+                    if ev is not None:  # the pulse must survive the bipolar derivation: weights differ
+                        x += EVENT_EEG_UV * pulse(hi - lo, fs, ev)
+                        y += EVENT_ECG_MV * np.array(EXG_EVENT_WEIGHTS)[:, None] * pulse(hi - lo, fs, ev)
                     signals[:32, lo:hi] = x
-                    signals[32:35, lo:hi] = y * 1000.0  # EXG1-3 in uV
+                    signals[32:35, lo:hi] = y  # mV, cardiac part of EXG1-3
+                session = (s - 1) * 130 + 2 * t - (kind == "N")
+                cm = _rng(seed, 3, s, session)
+                offsets = cm.uniform(-EXG_OFFSET_MV, EXG_OFFSET_MV, (3, 1))
+                signals[32:35] = (signals[32:35] + common_mode(cm, n_total, fs) + offsets) * 1000.0  # uV
                 signals[35:40] = rng.normal(0, 15, (5, n_total))  # EXG4-8: unused / EOG-type
                 signals[40:42] = 8e5 + rng.uniform(-3e5, 3e5) + np.cumsum(rng.normal(0, 50, (2, n_total)), axis=1)
                 signals[42:44] = rng.normal(0, 5, (2, n_total))  # Erg1-2
@@ -535,7 +588,6 @@ def synth_mahnob(out: str | Path, subjects: int = 3, seed: int = 0, *, trials: i
                     width = max(2, round(0.05 * fs))
                     signals[46, start : start + width] = 1
                     signals[46, stop : stop + width] = 1
-                session = (s - 1) * 130 + 2 * t - (kind == "N")
                 folder = sessions / str(session)
                 folder.mkdir(exist_ok=True)
                 _write_bdf(folder / f"Part_{s}_{kind}_Trial{t}_emotion.bdf", signals, fs, started, s)

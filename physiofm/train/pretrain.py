@@ -45,10 +45,18 @@ class PretrainConfig(TrainOptions):
 
 
 def _inputs(batch: dict, modality: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The signal, its present-channel mask (B, C) and valid-patch mask (B, N), padding excluded."""
+    """The signal, its present-channel mask (B, C) and valid-patch mask (B, N), padding excluded.
+
+    ECG has the manifest's lead mask; an EEG channel a recording lacks is stored as exact zeros
+    (``eeg_channel_mask`` false), so a channel that is zero throughout its sample is absent: it is
+    neither masked nor reconstructed.
+    """
     x = batch[modality].to(device)
     B, C, N, _ = x.shape
-    present = batch["lead_mask"].to(device) if modality == "ecg" else torch.ones(B, C, dtype=torch.bool, device=device)
+    if modality == "ecg":
+        present = batch["lead_mask"].to(device)
+    else:
+        present = x.abs().amax(dim=(-2, -1)) > 0
     present = present & ~batch["pad"].to(device)[:, None]
     valid = torch.arange(N, device=device)[None, :] < batch["n_patches"].to(device)[:, None]
     return x, present, valid

@@ -1,33 +1,58 @@
 """`physiofm validate`: check a store against its schemas, its indexes and its own data.
 
-Four checks; every problem is collected, none stops the others:
+Five checks; every problem is collected, none stops the others:
 
 * **schema**: ``build.json`` exists (its absence marks an interrupted build) and holds the keys
   of ``manifests/schema/vN/build.json``; every table matches its versioned schema.
-* **integrity**: every shard of ``shards.parquet`` exists with its recorded size (one listing of
-  ``wds/``) and nothing else is there; sample counts agree (index, manifest, Zarr, build.json);
-  keys are unique; every manifest row points at a real (shard, position) and Zarr row.  Shards
-  that are *read* are hashed, their members listed against the manifest, each sample's metadata
-  compared with its manifest row and its arrays with its Zarr row.
+* **integrity**: every table is the one the build wrote: its size and sha256 against
+  ``build.json``'s ``tables`` (read whole: the cost is the size of the tables), and on a difference
+  what differs: a column missing, added or of another dtype, the columns whose values were edited
+  (digests of the values), or nothing but the bytes (the table was re-written).  Every shard of
+  ``shards.parquet`` and every object of ``zarr.parquet`` exists with its recorded size (one
+  listing of ``wds/``, one of ``zarr/``) and nothing else is there; sample counts agree (index,
+  manifest, Zarr, build.json); keys are unique; every manifest row points at a real (shard,
+  position) and Zarr row.  Shards that are *read* are hashed, their members listed against the
+  manifest, each sample's metadata compared with its manifest row and its arrays with its Zarr
+  row; Zarr objects that are read are hashed against ``zarr.parquet``.
 * **content**: Zarr arrays and the arrays read have the recipe's shapes and dtype and no NaN or
   infinite value; labels lie in the dataset's ranges; ``<target>_high`` is
   ``<target> > label_threshold``.
 * **leakage**: samples and subjects per split value (``split``, ``fold``); a subject on both sides
   of a subject-wise split is an error.  Class balance per label column is reported.
+* **scale**: the amplitude statistics of ``build.json`` (:mod:`physiofm.store.amplitude`) against
+  physiological ranges: ECG R peaks on lead II (median 0.3–3 mV), ECG leads that are all far
+  outside 0.1–10 mV, one lead ten times off the others, EEG outside 1–1000 µV.  These are
+  *warnings* (shown, in ``--json``, but the store stays ``ok``): unusual real data must still pass,
+  and the message says what to look at (usually the source unit).  A store built before the
+  statistics existed gets a note in the summary.
 
-Which shards are read: by default whole shards drawn in a seeded order until they hold at least
-``sample`` samples (a store of 1000-sample shards reads one shard and its 1000 Zarr rows); with
-``deep`` every shard.  The rest reads only ``build.json``, the Parquet tables, Zarr metadata and
-one listing of ``wds/``, so the default cost does not grow with the data.
+What is read.  ``deep``: everything (every shard and every Zarr object hashed, every sample
+compared), in parallel over ``jobs`` processes.  By default: the tables, the two listings, the
+Zarr metadata, and
+
+* whole tar shards drawn in a seeded order until they hold at least ``sample`` samples, with the
+  Zarr objects that hold their rows (a store of 1000-sample shards reads one shard);
+* the objects changed after ``build.json`` was written (listing time newer than its own, up to
+  ``RECENT`` tar shards and ``RECENT`` Zarr objects, newest first): an edit made after the build
+  (a NaN written through zarr, a byte changed in a shard) is read whatever the draw;
+* for a Zarr object whose sha256 differs, the tar shards of its rows, to name the samples.
+
+Modification times only choose what to read, never decide a finding: a copied store (new times
+everywhere) is checked as well, only at the cost of reading a few more objects.  What was read is
+said in the summary and the JSON (``sections.checked.read``), so nobody mistakes the default for
+the full check.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import multiprocessing
+import os
 from collections import defaultdict
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,12 +69,20 @@ from physiofm.store.validate.report import Problem, Report
 
 SPLIT_COLUMNS = ("split", "fold")  # subject-wise unless build.json's "splits" says otherwise
 SHOWN = 5  # keys, shards or subjects named in one message
-READERS = 4  # shards read at once
+RECENT = 4  # tar shards, and Zarr objects, changed after build.json that the default check also reads
+POOLS = ("process", "thread")
+BUFFER = 1 << 20  # bytes read from a shard at once
 # Ranges of labels whose scale is not in the manifest itself (emotion scores carry score_min/max).
 LABEL_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "*": {"age": (0, 300)},  # 300: PTB-XL's (and the Challenge's PTB-XL subset's) age above 89
     "ptbxl": {"fold": (1, 10)},
 }
+# Plausible amplitudes (store units: mV for ECG, µV for EEG); outside them, check "scale" warns.
+R_PEAK_MV = (0.3, 3.0)  # median R peak on lead II
+ECG_P99_MV = (0.1, 10.0)  # median p99 of |x| of a lead: warned when every lead is outside
+LEAD_RATIO = 10.0  # a lead whose median p99 is this many times above (or below) the median of the leads
+LEAD_RATIO_MIN_LEADS = 3  # with fewer leads the median is no reference
+EEG_P99_UV = (1.0, 1000.0)  # median over channels of the median p99 of |x|
 # Per-sample findings of a shard read: code -> (check, what the listed samples have).
 SAMPLE_FINDINGS = {
     "shard-keys-mismatch": ("integrity", "positions whose key differs from the manifest"),
@@ -70,6 +103,7 @@ class _Store:
     modalities: tuple[str, ...]
     tables: dict[str, pl.DataFrame | None]
     arrays: dict[str, Any]  # modality -> Zarr array
+    files: dict[str, tuple[int, str]] = field(default_factory=dict)  # table -> (bytes, sha256) as read
 
     @property
     def fs(self):
@@ -84,7 +118,7 @@ class _Store:
         return self.tables["shards"]
 
     def has(self, table: str, *names: str) -> bool:
-        df = self.tables[table]
+        df = self.tables.get(table)
         return df is not None and all(name in df.columns for name in names)
 
     def sample_shape(self, modality: str) -> tuple[tuple[int, ...], str] | None:
@@ -98,12 +132,23 @@ class _Store:
 
 
 def validate(
-    store: str, *, deep: bool = False, sample: int = 64, seed: int = 0, storage_options: dict | None = None
+    store: str,
+    *,
+    deep: bool = False,
+    sample: int = 64,
+    seed: int = 0,
+    storage_options: dict | None = None,
+    jobs: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    pool: str | None = None,
 ) -> Report:
     """Check the store at ``store`` (path or URL); return every problem found and the summary.
 
     ``sample``: the default check reads whole shards, drawn in an order fixed by ``seed``, until
-    they hold at least ``sample`` samples; ``deep`` reads every shard.
+    they hold at least ``sample`` samples (and what changed after the build, see the module
+    docstring); ``deep`` reads every shard and every Zarr object.  ``jobs`` (default: every core)
+    objects are read at once, by processes for ``deep`` and threads otherwise (``pool``:
+    ``"process"`` or ``"thread"`` to choose); ``progress(done, total)`` is called as objects are read.
     """
     layout = Layout(store, storage_options or {})
     fs, root = layout.fs, layout.root
@@ -119,16 +164,20 @@ def validate(
         return report
     ctx = _open(report, layout)
     steps = (
+        ("integrity", _check_tables),
         ("integrity", _check_counts),
         ("integrity", _check_rows),
         ("content", _check_labels),
         ("leakage", _check_splits),
         ("leakage", _class_balance),
+        ("scale", _check_scale),
     )
     for check, step in steps:
         _guarded(report, check, step, report, ctx)
-    present = _guarded(report, "integrity", _check_listing, report, ctx) or set()
-    _guarded(report, "integrity", _check_shard_data, report, ctx, present, deep, sample, seed)
+    present = _guarded(report, "integrity", _check_listing, report, ctx) or {}
+    zarr_present = _guarded(report, "integrity", _check_zarr_listing, report, ctx) or {}
+    options = _ReadOptions(deep, sample, seed, max(1, jobs or os.cpu_count() or 1), pool, progress)
+    _guarded(report, "integrity", _check_data, report, ctx, present, zarr_present, options)
     return report
 
 
@@ -159,8 +208,9 @@ def _open(report: Report, store: Layout) -> _Store:
     except FileNotFoundError:
         report.add("schema", "zarr-missing", f"{L.ZARR}/ is missing or is not a Zarr group")
     modalities = tuple(info.get("modalities") or (sorted(group.array_keys()) if group is not None else ()))
-    tables = {name: _read_table(report, store, name, modalities) for name in L.TABLES}
-    ctx = _Store(store, info, modalities, tables, {})
+    ctx = _Store(store, info, modalities, {}, {})
+    for name in L.TABLES:
+        ctx.tables[name] = _read_table(report, ctx, name)
     if group is not None:
         for modality in modalities:
             if modality in group.array_keys():
@@ -215,16 +265,23 @@ def _read_build_info(report: Report, store: Layout) -> dict[str, Any]:
     return info
 
 
-def _read_table(report: Report, store: Layout, table: str, modalities: tuple[str, ...]) -> pl.DataFrame | None:
+def _read_table(report: Report, ctx: _Store, table: str) -> pl.DataFrame | None:
+    """Read a table whole, hashing it on the way (its size and sha256 go to ``ctx.files``)."""
+    store, file = ctx.store, L.TABLES[table]
     if not store.fs.exists(store.table(table)):
-        report.add("schema", "table-missing", f"{L.TABLES[table]} is missing")
+        recorded = ctx.info.get("tables")
+        if table == "zarr" and not (isinstance(recorded, dict) and file in recorded):
+            return None  # a store built before zarr.parquet existed: _check_tables notes it
+        report.add("schema", "table-missing", f"{file} is missing")
         return None
     try:
-        df = store.read_table(table)
+        data, size, sha = store.read_hashed(store.table(table))
+        ctx.files[table] = (size, sha)
+        df = pl.read_parquet(io.BytesIO(data))
     except (pl.exceptions.PolarsError, OSError, ValueError) as error:
-        report.add("schema", "table-unreadable", f"{table}.parquet cannot be read: {error}")
+        report.add("schema", "table-unreadable", f"{file} cannot be read: {error}")
         return None
-    for message in schema.problems(df, table, modalities if table == "manifest" else ()):
+    for message in schema.problems(df, table, ctx.modalities if table == "manifest" else ()):
         report.add("schema", "schema-mismatch", message)
     return df
 
@@ -252,6 +309,92 @@ def _check_shapes(report: Report, ctx: _Store) -> None:
                     f"build.json sample shape of {modality} "
                     f"{want[0]} does not end in the recipe's window {recipe_shape}",
                 )
+
+
+def _check_tables(report: Report, ctx: _Store) -> None:
+    """Every table against what ``build.json`` recorded of it: size, sha256, rows, columns, values.
+
+    The values are compared (column digests, :func:`physiofm.store.layout.column_digest`) only
+    when the sha256 differs, to say what the edit was.
+    """
+    recorded = ctx.info.get("tables")
+    checked = report.sections["checked"]
+    if not isinstance(recorded, dict):
+        if ctx.info:
+            checked["tables"] = (
+                "not checked against build.json: it records no table sizes and sha256 "
+                "(built by an older physiofm; rebuild to check)"
+            )
+        return
+    by_file = {file: table for table, file in L.TABLES.items()}
+    hashed = 0
+    for file in sorted(recorded):
+        entry, table = recorded[file], by_file.get(file)
+        if table is None or not isinstance(entry, dict) or table not in ctx.files:
+            continue  # an unknown table, or missing / unreadable: already a problem
+        hashed += 1
+        size, sha = ctx.files[table]
+        df = ctx.tables.get(table)
+        if sha == entry.get("sha256") and size == entry.get("bytes"):
+            continue
+        want = {name: dtype for name, dtype in entry.get("columns") or ()}
+        before = len(report.problems)
+        if df is not None and want:
+            have = {name: str(dtype) for name, dtype in df.schema.items()}
+            for name in want:
+                if name not in have:
+                    report.add(
+                        "integrity", "table-column-missing", f"{file}: column {name!r} is missing (build.json lists it)"
+                    )
+                elif have[name] != want[name]:
+                    report.add(
+                        "integrity",
+                        "table-column-dtype",
+                        f"{file}: column {name!r} is {have[name]}; build.json says {want[name]}",
+                    )
+            for name in have:
+                if name not in want:
+                    report.add(
+                        "integrity",
+                        "table-column-added",
+                        f"{file}: column {name!r} is not in build.json's list (it was added after the build)",
+                    )
+            common = [name for name in have if name in want]
+            if common != [name for name in want if name in have]:
+                report.add("integrity", "table-column-order", f"{file}: the columns are in another order than built")
+            if df.height != entry.get("rows", df.height):
+                report.add(
+                    "integrity",
+                    "table-rows-mismatch",
+                    f"{file}: {df.height:,} rows; build.json says {entry['rows']:,}",
+                )
+            digests = entry.get("column_sha256") or {}
+            edited = [
+                name
+                for name in common
+                if have[name] == want[name] and name in digests and df.height == entry.get("rows", df.height)
+                if L.column_digest(df[name]) != digests[name]
+            ]
+            if edited:
+                where = (
+                    " (`--deep` compares every sample's metadata with its manifest row)" if table == "manifest" else ""
+                )
+                report.add(
+                    "integrity",
+                    "table-column-edited",
+                    f"{file}: the values of {'columns' if len(edited) > 1 else 'column'} "
+                    f"{_named([repr(n) for n in edited])} differ from those the build wrote{where}",
+                )
+        sizes = f" ({size:,} bytes; build.json says {entry.get('bytes', 0):,})" if size != entry.get("bytes") else ""
+        if df is not None and want and len(report.problems) == before:
+            why = (
+                ", but its columns and values are those the build wrote: the table was re-written "
+                "(same content, different bytes), not edited"
+            )
+        else:
+            why = " (the table was edited after the build)"
+        report.add("integrity", "table-sha256-mismatch", f"{file}: sha256 differs from build.json{sizes}{why}")
+    checked["tables"] = f"{hashed} hashed whole against build.json ({sum(s for s, _ in ctx.files.values()):,} bytes)"
 
 
 # ---- integrity: indexes ----------------------------------------------------------------------
@@ -360,15 +503,15 @@ def _check_rows(report: Report, ctx: _Store) -> None:
             )
 
 
-def _check_listing(report: Report, ctx: _Store) -> set[str]:
-    """Sizes of all shards from one listing of ``wds/``; returns the names present."""
+def _check_listing(report: Report, ctx: _Store) -> dict[str, dict]:
+    """Sizes of all shards from one listing of ``wds/``; returns the listed shards present (name -> entry)."""
     try:
         entries = ctx.fs.ls(ctx.store.path(L.WDS), detail=True)
     except FileNotFoundError:
         entries = []
     found = {entry["name"].rstrip("/").rsplit("/", 1)[-1]: entry for entry in entries}
     if not ctx.has("shards", "shard", "bytes"):
-        return set(found)
+        return {}
     listed = set(ctx.shards["shard"])
     for name, size in ctx.shards.select("shard", "bytes").iter_rows():
         if name not in found:
@@ -382,10 +525,152 @@ def _check_listing(report: Report, ctx: _Store) -> set[str]:
     for name in sorted(set(found) - listed):
         report.add("integrity", "shard-unlisted", f"wds/{name} is not listed in shards.parquet")
     report.sections["checked"]["shard sizes checked"] = len(listed & set(found))
-    return set(found) & listed
+    return {name: found[name] for name in sorted(listed & set(found))}
 
 
-# ---- integrity and content: shards read ---------------------------------------------------------
+def _check_zarr_listing(report: Report, ctx: _Store) -> dict[str, dict]:
+    """Sizes of all Zarr objects from one listing of ``zarr/`` against ``zarr.parquet``; returns those present."""
+    if not ctx.has("zarr", "name", "bytes"):
+        if ctx.tables.get("zarr") is None and "zarr" not in ctx.files and ctx.info:
+            report.sections["checked"]["zarr objects"] = (
+                "not checked: the store has no zarr.parquet (built by an older physiofm; rebuild to check)"
+            )
+        return {}
+    found = ctx.store.list_zarr()
+    index = ctx.tables["zarr"]
+    listed = set(index["name"])
+    for name in index.filter(pl.col("name").is_duplicated())["name"].unique().sort():
+        report.add("integrity", "zarr-duplicate-object", f"zarr/{name} is listed more than once in zarr.parquet")
+    for name, size in index.select("name", "bytes").iter_rows():
+        if name not in found:
+            report.add("integrity", "zarr-object-missing", f"zarr/{name} is listed in zarr.parquet but missing")
+        elif found[name].get("size") != size:
+            report.add(
+                "integrity",
+                "zarr-size-mismatch",
+                f"zarr/{name} is {found[name].get('size')} bytes; zarr.parquet says {size}",
+            )
+    for name in sorted(set(found) - listed):
+        report.add("integrity", "zarr-object-unlisted", f"zarr/{name} is not listed in zarr.parquet")
+    report.sections["checked"]["zarr sizes checked"] = len(listed & set(found))
+    return {name: found[name] for name in sorted(listed & set(found))}
+
+
+# ---- integrity and content: what is read (tar shards, Zarr objects), in parallel -------------------
+
+
+@dataclass
+class _ReadOptions:
+    deep: bool
+    sample: int
+    seed: int
+    jobs: int
+    pool: str | None
+    progress: Callable[[int, int], None] | None
+
+
+@dataclass
+class _ShardJob:
+    """Read one tar shard whole (picklable: a process pool runs it)."""
+
+    url: str
+    storage_options: dict
+    modalities: tuple[str, ...]
+    shapes: dict[str, tuple[tuple[int, ...], str] | None]
+    index_row: dict  # its shards.parquet row
+    rows: pl.DataFrame | None  # its manifest rows, in shard order
+
+
+@dataclass
+class _ZarrJob:
+    """Hash one Zarr object against its zarr.parquet row."""
+
+    url: str
+    storage_options: dict
+    entry: dict  # its zarr.parquet row
+
+
+@dataclass
+class _Result:
+    problems: list[Problem]
+    samples: int = 0
+    bytes: int = 0
+    mismatch: bool = False  # a Zarr object whose sha256 differs
+
+
+_OPENED: dict[tuple, tuple[Layout, dict]] = {}  # (pid, url, options) -> (layout, Zarr arrays), per process
+
+
+def _opened_key(url: str, options: dict) -> tuple:
+    return os.getpid(), url, json.dumps(options, sort_keys=True, default=str)
+
+
+def _opened(url: str, options: dict, modalities: tuple[str, ...]) -> tuple[Layout, dict]:
+    """The store and its Zarr arrays, opened once per process (a forked worker opens its own)."""
+    key = _opened_key(url, options)
+    if key not in _OPENED:
+        layout = Layout(url, options)
+        try:
+            group = layout.open_zarr("r")
+            arrays = {m: group[m] for m in modalities if m in group.array_keys()}
+        except FileNotFoundError:
+            arrays = {}
+        _OPENED[key] = layout, arrays
+    return _OPENED[key]
+
+
+def _run_job(job: _ShardJob | _ZarrJob) -> _Result:
+    result = _Result([])
+    own = Report(job.url, False)
+    if isinstance(job, _ShardJob):
+        layout, arrays = _opened(job.url, job.storage_options, job.modalities)
+        _guarded(own, "integrity", _check_shard, own, layout, arrays, job, result)
+    else:
+        _guarded(own, "integrity", _check_zarr_object, own, Layout(job.url, job.storage_options), job, result)
+    result.problems = own.problems
+    return result
+
+
+class _Runner:
+    """Runs read jobs: in this process (one job), on threads, or on forked processes; results in job order."""
+
+    def __init__(self, options: _ReadOptions) -> None:
+        self.options = options
+        self.kind = options.pool or ("process" if options.deep else "thread")
+        if self.kind not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, not {self.kind!r}")
+        self.executor: Executor | None = None
+        self.done = self.total = 0
+
+    def run(self, jobs: list) -> list[_Result]:
+        self.total += len(jobs)
+        self._report()
+        if self.options.jobs <= 1 or len(jobs) <= 1:
+            results = []
+            for job in jobs:
+                results.append(_run_job(job))
+                self.done += 1
+                self._report()
+            return results
+        if self.executor is None:
+            if self.kind == "thread":  # hashing, decoding and I/O release the GIL, in part
+                self.executor = ThreadPoolExecutor(self.options.jobs)
+            else:
+                context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+                self.executor = ProcessPoolExecutor(self.options.jobs, mp_context=context)
+        futures = [self.executor.submit(_run_job, job) for job in jobs]
+        for _ in as_completed(futures):  # progress as each one ends; results in job order
+            self.done += 1
+            self._report()
+        return [future.result() for future in futures]
+
+    def _report(self) -> None:
+        if self.options.progress:
+            self.options.progress(self.done, self.total)
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(cancel_futures=True)
 
 
 def _draw(index: pl.DataFrame, sample: int, seed: int) -> pl.DataFrame:
@@ -400,57 +685,238 @@ def _draw(index: pl.DataFrame, sample: int, seed: int) -> pl.DataFrame:
     return index[sorted(taken)]
 
 
-def _check_shard_data(report: Report, ctx: _Store, present: set[str], deep: bool, sample: int, seed: int) -> None:
-    if not ctx.has("shards", "shard", "samples", "sha256", "first_row"):
-        return
-    index = ctx.shards.filter(pl.col("shard").is_in(sorted(present)))
-    chosen = index if deep else _draw(index, sample, seed)
-    by_shard: dict[str, list[dict]] = {}
-    if ctx.has("manifest", "shard", "shard_pos"):
-        rows = ctx.manifest.filter(pl.col("shard").is_in(chosen["shard"].to_list())).sort("shard", "shard_pos")
-        by_shard = {name: group.to_dicts() for (name,), group in rows.group_by("shard", maintain_order=True)}
+def _changed_after(entries: dict[str, dict], built: float | None) -> tuple[list[str], int]:
+    """The ``RECENT`` newest of ``entries`` listed as modified at or after ``built``, and how many there are."""
+    if built is None:
+        return [], 0
+    times = ((L.mtime(entry), name) for name, entry in entries.items())
+    newer = sorted(((t, name) for t, name in times if t is not None and t >= built), reverse=True)
+    return sorted(name for _, name in newer[:RECENT]), len(newer)
 
-    def check(row: dict) -> list[Problem]:
-        own = Report(report.store, report.deep)
-        _guarded(own, "integrity", _check_shard, own, ctx, row, by_shard.get(row["shard"], []))
-        return own.problems
 
-    with ThreadPoolExecutor(READERS) as pool:  # hashing, decoding and I/O release the GIL
-        for problems in pool.map(check, chosen.iter_rows(named=True)):
-            report.problems.extend(problems)
-    report.sections["checked"].update(
+def _overlapping(index: pl.DataFrame, ranges: list[tuple[int, int]], first: str, count: str) -> pl.DataFrame:
+    """Rows of ``index`` whose rows ``[first, first + count)`` meet one of ``ranges``."""
+    if not ranges or index.height == 0:
+        return index.clear()
+    hit = pl.lit(False)
+    for low, high in ranges:
+        hit = hit | ((pl.col(first) < high) & (pl.col(first) + pl.col(count) > low))
+    return index.filter(hit.fill_null(False))
+
+
+def _check_data(
+    report: Report, ctx: _Store, present: dict[str, dict], zarr_present: dict[str, dict], options: _ReadOptions
+) -> None:
+    checked = report.sections["checked"]
+    shards = ctx.shards.filter(pl.col("shard").is_in(list(present))) if ctx.has("shards", *_SHARD_COLUMNS) else None
+    objects = None
+    if ctx.has("zarr", "name", "bytes", "sha256", "array", "first_row", "samples"):
+        objects = ctx.tables["zarr"].filter(pl.col("name").is_in(list(zarr_present)))
+    built = None
+    if ctx.info and not options.deep:
+        built = L.mtime(ctx.fs.info(ctx.store.build_info))
+    recent_shards, newer_shards = _changed_after(present if shards is not None else {}, built)
+    recent_zarr, newer_zarr = _changed_after(zarr_present if objects is not None else {}, built)
+    if shards is None:
+        chosen_shards = None
+    elif options.deep:
+        chosen_shards = shards
+    else:
+        drawn = _draw(shards, options.sample, options.seed)["shard"].to_list()
+        chosen_shards = shards.filter(pl.col("shard").is_in(sorted({*drawn, *recent_shards})))
+    if objects is None:
+        chosen_objects = None
+    elif options.deep:
+        chosen_objects = objects
+    else:
+        ranges = (
+            []
+            if chosen_shards is None
+            else [(f, f + n) for f, n in chosen_shards.select("first_row", "samples").iter_rows()]
+        )
+        names = {*recent_zarr, *objects.filter(pl.col("array").is_null())["name"]}
+        names |= set(
+            _overlapping(objects.filter(pl.col("array").is_not_null()), ranges, "first_row", "samples")["name"]
+        )
+        chosen_objects = objects.filter(pl.col("name").is_in(sorted(names)))
+
+    runner = _Runner(options)
+    key = _opened_key(ctx.store.url, ctx.store.storage_options)
+    _OPENED[key] = ctx.store, ctx.arrays  # this process's jobs use the arrays already open
+    try:
+        shard_jobs = _shard_jobs(ctx, chosen_shards)
+        zarr_jobs = [
+            _ZarrJob(ctx.store.url, dict(ctx.store.storage_options), entry)
+            for entry in ([] if chosen_objects is None else chosen_objects.to_dicts())
+        ]
+        results = runner.run([*shard_jobs, *zarr_jobs])
+        shard_results, zarr_results = results[: len(shard_jobs)], results[len(shard_jobs) :]
+        follow = []
+        if not options.deep and chosen_shards is not None:
+            changed = [
+                (job.entry["first_row"], job.entry["first_row"] + job.entry["samples"])
+                for job, result in zip(zarr_jobs, zarr_results)
+                if result.mismatch and job.entry.get("array") is not None
+            ]
+            more = _overlapping(
+                shards.filter(~pl.col("shard").is_in(chosen_shards["shard"])), changed, "first_row", "samples"
+            )
+            follow = _shard_jobs(ctx, more)
+            if follow:
+                chosen_shards = pl.concat([chosen_shards, more]).sort("first_row")
+                shard_results += runner.run(follow)
+    finally:
+        runner.close()
+        _OPENED.pop(key, None)
+    for result in [*shard_results, *zarr_results]:
+        report.problems.extend(result.problems)
+
+    total_samples = int(ctx.shards["samples"].sum()) if ctx.has("shards", "samples") else 0
+    read_samples = sum(r.samples for r in shard_results)
+    table_bytes = sum(size for size, _ in ctx.files.values())
+    read_bytes = table_bytes + sum(r.bytes for r in [*shard_results, *zarr_results])
+    n_shards = 0 if ctx.shards is None else ctx.shards.height
+    n_objects = 0 if ctx.tables.get("zarr") is None else ctx.tables["zarr"].height
+    checked.update(
         {
-            "shards read": f"{chosen.height} / {ctx.shards.height}",
-            "samples compared with zarr": f"{int(chosen['samples'].sum())} / {int(ctx.shards['samples'].sum())}",
+            "jobs": f"{options.jobs} ({'processes' if runner.kind == 'process' else 'threads'})"
+            if options.jobs > 1
+            else "1",
+            "shards read": f"{len(shard_results)} / {n_shards}",
+            "samples compared with zarr": f"{read_samples} / {total_samples}",
+            "zarr objects hashed": f"{len(zarr_results)} / {n_objects}",
+            "bytes read": read_bytes,
         }
     )
+    if not options.deep:
+        checked["changed after build.json"] = {
+            "shards": newer_shards,
+            "zarr objects": newer_zarr,
+            "read": [*recent_shards, *(f"zarr/{name}" for name in recent_zarr)],
+        }
+    checked["read"] = _read_sentence(
+        options, len(shard_results), n_shards, read_samples, total_samples, len(zarr_results), n_objects,
+        len(ctx.files), (newer_shards, len(recent_shards)), (newer_zarr, len(recent_zarr)), len(follow),
+    )  # fmt: skip
 
 
-def _check_shard(report: Report, ctx: _Store, index_row: dict, rows: list[dict]) -> None:
+_SHARD_COLUMNS = ("shard", "samples", "sha256", "first_row")
+
+
+def _shard_jobs(ctx: _Store, chosen: pl.DataFrame | None) -> list[_ShardJob]:
+    if chosen is None or chosen.height == 0:
+        return []
+    groups: dict[str, pl.DataFrame] = {}
+    if ctx.has("manifest", "shard", "shard_pos"):
+        rows = ctx.manifest.filter(pl.col("shard").is_in(chosen["shard"].to_list())).sort("shard", "shard_pos")
+        groups = {name: group for (name,), group in rows.group_by("shard", maintain_order=True)}
+    shapes = {modality: ctx.sample_shape(modality) for modality in ctx.modalities}
+    return [
+        _ShardJob(ctx.store.url, dict(ctx.store.storage_options), ctx.modalities, shapes, row, groups.get(row["shard"]))
+        for row in chosen.iter_rows(named=True)
+    ]
+
+
+def _read_sentence(
+    options: _ReadOptions,
+    shards: int,
+    n_shards: int,
+    samples: int,
+    n_samples: int,
+    objects: int,
+    n_objects: int,
+    tables: int,
+    newer_shards: tuple[int, int],
+    newer_zarr: tuple[int, int],
+    follow: int,
+) -> str:
+    """What the check read, in one sentence (``sections.checked.read``)."""
+    jobs = f" ({options.jobs} jobs)" if options.jobs > 1 else ""
+    if options.deep:
+        return (
+            f"read everything{jobs}: {samples:,} of {n_samples:,} samples in {shards} of {n_shards} shards, "
+            f"{objects} of {n_objects} Zarr objects hashed, {tables} tables hashed whole"
+        )
+    text = (
+        f"sampled {samples:,} of {n_samples:,} samples in {shards} of {n_shards} shards (seed {options.seed}) "
+        f"and hashed {objects} of {n_objects} Zarr objects; {tables} tables hashed whole, every shard's and "
+        f"Zarr object's size checked"
+    )
+    changed = []
+    for what, (newer, read) in (("shard", newer_shards), ("Zarr object", newer_zarr)):
+        if newer:
+            changed.append(f"{read} of {newer} {what}{'s' if newer > 1 else ''} changed after build.json")
+    if changed:
+        text += "; read " + " and ".join(changed)
+    if follow:
+        text += f"; read {follow} more shard{'s' if follow > 1 else ''} holding the rows of a changed Zarr object"
+    return text + "; `--deep` reads everything"
+
+
+def _check_zarr_object(report: Report, layout: Layout, job: _ZarrJob, result: _Result) -> None:
+    entry = job.entry
+    name = entry["name"]
+    rows = ""
+    if entry.get("array") is not None and entry.get("first_row") is not None:
+        first = int(entry["first_row"])
+        rows = f" ({entry['array']} rows {first}–{first + int(entry['samples'] or 0) - 1})"
+    try:
+        size, sha = layout.hash_file(layout.zarr_object(name))
+    except (OSError, ValueError) as error:
+        report.add("integrity", "zarr-unreadable", f"zarr/{name}{rows} cannot be read: {error}")
+        return
+    result.bytes = size
+    if sha != entry["sha256"]:
+        result.mismatch = True
+        report.add(
+            "integrity",
+            "zarr-sha256-mismatch",
+            f"zarr/{name}{rows}: sha256 {sha[:16]}… differs from zarr.parquet's {str(entry['sha256'])[:16]}… "
+            "(the object was changed after the build)",
+        )
+
+
+def _check_shard(report: Report, layout: Layout, arrays: dict, job: _ShardJob, result: _Result) -> None:
     """Stream one shard once: hash it, list its samples, compare each with its manifest row and Zarr row."""
-    name, start = index_row["shard"], int(index_row["first_row"])
-    zarr_data = {m: a[start : min(start + int(index_row["samples"]), a.shape[0])] for m, a in ctx.arrays.items()}
+    index_row = job.index_row
+    name, start, count_listed = index_row["shard"], int(index_row["first_row"]), int(index_row["samples"])
+    rows = job.rows.to_dicts() if job.rows is not None else []
+    zarr_data: dict[str, np.ndarray] = {}
+    for modality, array in arrays.items():
+        stop = min(start + count_listed, array.shape[0])
+        try:
+            zarr_data[modality] = array[start:stop]
+        except Exception as error:  # noqa: BLE001 - a damaged Zarr object can fail in any codec
+            report.add(
+                "integrity",
+                "zarr-unreadable",
+                f"{name}: zarr {modality} rows {start}–{stop - 1} cannot be read: {type(error).__name__}: {error}",
+            )
     found: dict[str, list[str]] = defaultdict(list)
     for modality, data in zarr_data.items():
         for pos in np.flatnonzero(~np.isfinite(data).all(axis=tuple(range(1, data.ndim)))):
             key = rows[pos]["key"] if pos < len(rows) else f"position {pos}"
             found["non-finite"].append(f"{key} ({modality}, zarr row {start + pos})")
     count = 0
-    path = ctx.store.shard(name)
-    with ctx.fs.open(path, "rb") as handle:
+    path = layout.shard(name)
+    with layout.fs.open(path, "rb") as handle:
         reader = HashingStream(handle)
+        buffered = io.BufferedReader(reader, BUFFER)  # the tar headers are small reads: hash big blocks
         try:
-            for pos, (key, members) in enumerate(iter_samples(reader, path)):
+            for pos, (key, members) in enumerate(iter_samples(buffered, path)):
                 count += 1
-                _check_sample(ctx, found, pos, key, members, rows[pos] if pos < len(rows) else None, zarr_data)
+                row = rows[pos] if pos < len(rows) else None
+                _check_sample(job, found, pos, key, members, row, zarr_data)
         except (ShardError, OSError, ValueError) as error:
             report.add("integrity", "shard-unreadable", f"{name} cannot be read past sample {count}: {error}")
-        reader.drain()  # hash to the end, past the tar's end-of-archive blocks
-    if count != index_row["samples"]:
+        while buffered.read(BUFFER):  # hash to the end, past the tar's end-of-archive blocks
+            pass
+    result.samples, result.bytes = count, reader.size
+    if count != count_listed:
         report.add(
             "integrity",
             "shard-count-mismatch",
-            f"{name}: {count} samples in the tar, {index_row['samples']} in shards.parquet",
+            f"{name}: {count} samples in the tar, {count_listed} in shards.parquet",
         )
     if reader.hexdigest() != index_row["sha256"]:
         report.add(
@@ -464,7 +930,7 @@ def _check_shard(report: Report, ctx: _Store, index_row: dict, rows: list[dict])
 
 
 def _check_sample(
-    ctx: _Store,
+    job: _ShardJob,
     found: dict[str, list[str]],
     pos: int,
     key: str,
@@ -474,7 +940,7 @@ def _check_sample(
 ) -> None:
     if row is None or row["key"] != key:
         found["shard-keys-mismatch"].append(f"#{pos} {key} (manifest: {row['key'] if row else 'no row'})")
-    for modality in ctx.modalities:
+    for modality in job.modalities:
         payload = members.get(f"{modality}.npy")
         if payload is None:
             found["sample-member-missing"].append(f"{key}.{modality}.npy")
@@ -484,7 +950,7 @@ def _check_sample(
         except NpyError:
             found["sample-shape-mismatch"].append(f"{key} ({modality}: not a numeric .npy array)")
             continue
-        want = ctx.sample_shape(modality)
+        want = job.shapes.get(modality)
         if want and (array.shape, str(array.dtype)) != want:
             found["sample-shape-mismatch"].append(f"{key} ({modality} {array.dtype} {array.shape})")
         if not np.isfinite(array).all():
@@ -629,3 +1095,84 @@ def _class_balance(report: Report, ctx: _Store) -> None:
             counts["null"] = series.null_count()
         balance[column] = counts
     report.sections["balance"] = balance
+
+
+# ---- scale: amplitudes against physiological ranges ---------------------------------------------
+
+
+def _unit_question(ctx: _Store) -> str:
+    """The end of a scale warning: what to check, and the recipe's own source factor if it has one."""
+    scale = ((ctx.info.get("recipe") or {}).get("source") or {}).get("scale")
+    question = "is the source unit right (CODE-15% values are mV; V, mV and µV differ by factors of 1000)?"
+    if isinstance(scale, int | float) and scale != 1:
+        question += f" The recipe multiplies the source values by {scale:g} ([source] scale)."
+    return question
+
+
+def _check_scale(report: Report, ctx: _Store) -> None:
+    """Warn on amplitudes no real recording has: a wrong source unit, one lead with a wrong gain."""
+    if not ctx.info:
+        return  # no build.json: already a problem
+    amplitude = ctx.info.get("amplitude")
+    if not isinstance(amplitude, dict):
+        report.sections["checked"]["amplitude"] = (
+            "not checked: build.json has no amplitude statistics (built by an older physiofm; rebuild to check)"
+        )
+        return
+    report.sections["amplitude"] = amplitude
+    report.sections["checked"]["amplitude"] = ", ".join(
+        f"{modality} ({section.get('windows', 0)} windows)" for modality, section in amplitude.items()
+    )
+    question = _unit_question(ctx)
+    ecg, eeg = amplitude.get("ecg"), amplitude.get("eeg")
+    if isinstance(ecg, dict) and ecg.get("windows"):
+        _check_ecg_scale(report, ecg, question)
+    if isinstance(eeg, dict) and eeg.get("windows"):
+        medians = [f["median"] for f in (eeg.get("channels") or {}).values() if f.get("median") is not None]
+        if medians:
+            level = float(np.median(medians))
+            low, high = EEG_P99_UV
+            if not low <= level <= high:
+                report.warn(
+                    "scale",
+                    "eeg-amplitude-implausible",
+                    f"EEG p99 of |x| has a median of {level:.3g} µV over {len(medians)} channels "
+                    f"and {eeg['windows']} windows; scalp EEG is {low:g}–{high:g} µV: {question}",
+                )
+
+
+def _check_ecg_scale(report: Report, ecg: dict, question: str) -> None:
+    windows = ecg["windows"]
+    leads = {name: f["median"] for name, f in (ecg.get("channels") or {}).items() if f.get("median") is not None}
+    peaks = ecg.get("r_peak_ii") or {}
+    low, high = R_PEAK_MV
+    if peaks.get("median") is not None and not low <= peaks["median"] <= high:
+        report.warn(
+            "scale",
+            "ecg-amplitude-implausible",
+            f"ECG R peaks on lead II have a median of {peaks['median']:.2g} mV over {peaks['windows']} windows; "
+            f"physiological is {low:g}–{high:g} mV: {question}",
+        )
+    elif leads:
+        low, high = ECG_P99_MV
+        if all(not low <= value <= high for value in leads.values()):
+            report.warn(
+                "scale",
+                "ecg-amplitude-implausible",
+                f"ECG p99 of |x| is outside {low:g}–{high:g} mV on every lead (medians from "
+                f"{min(leads.values()):.2g} to {max(leads.values()):.2g} mV over {windows} windows): {question}",
+            )
+    if len(leads) < LEAD_RATIO_MIN_LEADS:
+        return
+    reference = float(np.median(list(leads.values())))
+    if reference <= 0:
+        return
+    for name, value in leads.items():
+        ratio = value / reference
+        if ratio > LEAD_RATIO or ratio < 1 / LEAD_RATIO:
+            report.warn(
+                "scale",
+                "lead-scale-outlier",
+                f"ECG lead {name}: median p99 of |x| is {value:.2g} mV, {ratio:.2g}× the median of the "
+                f"{len(leads)} leads ({reference:.2g} mV): is its gain or unit wrong in the source?",
+            )
