@@ -5,17 +5,24 @@ Pretraining: CBraMod (``--model``, by default ``cbramod-base``, the published si
 encoder on (16, 14, 10, 200) + ECG encoder on (16, 2, 10, 200), both of that size) with BCE on
 three targets.  Both go through the training commands' own step
 (:func:`physiofm.train.step.optimisation_step`: global mean, backward, clipping, AdamW, schedule).
-Inputs are random tensors of the real shapes (the loader is measured by bench/loader.py).  On a
-GPU, prints the share of the device's peak bf16 throughput reached, from the FLOPs torch counts
-for one step.
+Inputs are random tensors of the real shapes (the loader is measured by bench/loader.py).
 
-Usage: ``python bench/train_step.py [--device cpu|cuda] [--steps 5] [--model cbramod-base] [--layers N]
-[--peak-tflops 989]``.
+``--dtype fp32,bf16`` (default: fp32 on the CPU, both on CUDA): full precision and/or bfloat16
+autocast (the training commands' ``--precision``).  Each figure is steps/s and samples/s over
+``--steps`` timed steps after two warm-up steps, with the 1-minute load average.  On CUDA it also
+prints the peak memory of a step (``torch.cuda.max_memory_allocated``) and the share of the
+device's peak bf16 dense throughput reached (FLOPs counted by ``torch.utils.flop_counter`` for one
+step; ``--peak-tflops``, default 989: H100/H200 SXM), after a parity check: the pretraining
+model's float32 forward on the GPU (TF32 off) against the CPU, same weights and input.
+
+Usage: ``python bench/train_step.py [--device cpu|cuda] [--dtype fp32,bf16] [--steps 5]
+[--model cbramod-base] [--layers N] [--peak-tflops 989]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +30,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 from physiofm.models import MODEL_SIZES, DualMasking, FusionClassifier, create_model, masked_squared_error  # noqa: E402
 from physiofm.train.loop import autocast, cosine_with_warmup  # noqa: E402
@@ -77,37 +86,63 @@ def flops(step) -> float:
     return counter.get_total_flops()
 
 
+def gpu_parity(name: str, layers: int | None, device: torch.device) -> None:
+    """The pretraining model's float32 forward on the GPU (TF32 off) against the CPU."""
+    torch.manual_seed(0)
+    common.gpu_parity(encoder(name, layers), torch.randn(16, 12, 10, 200), device, label="  ")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument(
+        "--dtype", default=None, help="comma-separated fp32 and/or bf16 (default: fp32 on the CPU, both on CUDA)"
+    )
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--model", default="cbramod-base", choices=list(MODEL_SIZES))
     parser.add_argument("--layers", type=int, default=None, help="override the model's number of layers")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="device peak bf16 dense TFLOP/s (H100 SXM)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    cuda = device.type == "cuda"
+    dtypes = [d.strip() for d in (args.dtype or ("fp32,bf16" if cuda else "fp32")).split(",") if d.strip()]
+    if set(dtypes) - {"fp32", "bf16"}:
+        raise SystemExit(f"--dtype takes fp32 and/or bf16, not {args.dtype!r}")
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     layers = args.layers or MODEL_SIZES[args.model]["n_layer"]
-    print(f"training steps on {device} ({torch.get_num_threads()} threads), batch 16, {args.model}, {layers} layers")
+    where = torch.cuda.get_device_name(device) if cuda else f"the CPU ({torch.get_num_threads()} threads)"
+    print(
+        f"training steps on {where}, batch 16, {args.model}, {layers} layers, torch {torch.__version__}, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    if cuda:
+        gpu_parity(args.model, args.layers, device)
     for name, make in (
         ("pretrain (ECG 12x10x200, dual masking)", pretrain_step),
         ("finetune (fusion EEG 14 + ECG 2 leads)", finetune_step),
     ):
-        for precision in ("fp32", "bf16") if device.type == "cuda" else ("fp32",):
+        for precision in dtypes:
             torch.manual_seed(0)
             step = make(args.model, args.layers, device, precision)
             for _ in range(2):
                 step()
             sync()
+            if cuda:
+                before = torch.cuda.memory_allocated(device)
+                torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
             for _ in range(args.steps):
                 step()
             sync()
             rate = args.steps / (time.perf_counter() - start)
             line = f"  {name:40s} {precision}  {rate:7.2f} steps/s  {16 * rate:7.1f} samples/s"
-            if device.type == "cuda":
-                line += f"  {flops(step) * rate / 1e12 / args.peak_tflops:.1%} of peak bf16"
-            print(line)
+            if cuda:
+                peak = torch.cuda.max_memory_allocated(device)
+                line += (
+                    f"  peak memory {peak / 2**20:.0f} MiB ({(peak - before) / 2**20:.0f} MiB above weights and state)"
+                    f"  {flops(step) * rate / 1e12 / args.peak_tflops:.1%} of peak bf16"
+                )
+            print(f"{line}  load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ DtypeChoice = _choices("DtypeChoice", ("float32", "float16"))
 DeviceChoice = _choices("DeviceChoice", ("auto", "cpu", "cuda"))
 Modality = _choices("Modality", ("ecg", "eeg"))
 MaskMode = _choices("MaskMode", ("dual", "intra", "inter"))  # physiofm.models.masking.MODES
-Protocol = _choices("Protocol", ("loso", "kfold-subject", "kfold-trial"))  # physiofm.train.protocols.PROTOCOLS
+InterUnit = _choices("InterUnit", ("lead", "limb-group"))  # physiofm.models.masking.INTER_UNITS
+# physiofm.train.protocols.PROTOCOLS
+Protocol = _choices("Protocol", ("loso", "kfold-subject", "kfold-trial", "ptbxl", "split"))
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Physiological foundation models: data first.")
 build_app = typer.Typer(no_args_is_help=True, help="Build a store (shards, Zarr, manifests) from a raw archive.")
@@ -237,6 +239,32 @@ def validate(
     raise typer.Exit(0 if report.ok else 1)
 
 
+@app.command()
+def overlap(
+    store_a: Annotated[str, typer.Argument(help="store folder or s3:// URL")],
+    store_b: Annotated[str, typer.Argument(help="the store to compare it with")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write overlap.parquet (record pairs) and overlap.json here")
+    ] = None,
+    threshold: Annotated[float, typer.Option(help="sketch correlation from which two windows are near copies")] = 0.97,
+    show: Annotated[int, typer.Option(help="record pairs to print")] = 20,
+    storage_option: StorageOption = None,
+) -> None:
+    """Recordings in both stores: exact copies (the same source signal) and near ones (another format, rate or filter)."""
+    from physiofm.io import parse_storage_options
+    from physiofm.store.overlap import overlap as run
+    from physiofm.store.overlap import print_report, write_report
+
+    try:
+        report = run(store_a, store_b, threshold=threshold, storage_options=parse_storage_options(storage_option))
+    except (FileNotFoundError, ValueError) as error:
+        console.print(f"[red]overlap failed:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    print_report(report, Console(width=200), show)
+    if out:
+        write_report(report, out)
+
+
 Device = Annotated[DeviceChoice, typer.Option(help="where to train (auto: CUDA when available)")]
 BatchSize = Annotated[int, typer.Option(help="samples per step in each process (torchrun: N processes take N ×)")]
 Ddp = Annotated[
@@ -275,7 +303,9 @@ def _train(command: str, run, config):
 
 @app.command()
 def pretrain(
-    store: Annotated[str, typer.Argument(help="ECG (or EEG) store")],
+    store: Annotated[
+        list[str], typer.Argument(help="ECG (or EEG) store; several are mixed into one stream (same sample shape)")
+    ],
     out: Annotated[str, typer.Option("--out", help="run folder")],
     modality: Annotated[Modality, typer.Option(help="which modality of the store to pretrain on")] = "ecg",
     epochs: int = 1,
@@ -289,18 +319,43 @@ def pretrain(
     checkpoint_every: int = 100,
     layers: Annotated[int | None, typer.Option(help="encoder layers (default 12, as CBraMod)")] = None,
     mask: Annotated[MaskMode, typer.Option(help="masking: intra-lead patches, whole leads, or both")] = "dual",
+    inter_unit: Annotated[
+        InterUnit | None,
+        typer.Option(
+            help="inter-lead unit: single leads, or the 6 limb leads as one group, chest leads one by one "
+            "(default limb-group: single limb leads are sums of I and II)"
+        ),
+    ] = None,
+    mix: Annotated[
+        str | None,
+        typer.Option(help="weights of the stores per epoch, e.g. 0.5,0.3,0.2 (default: in proportion to their sizes)"),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(help="leave out the recordings this store also holds, with their subjects (repeatable)"),
+    ] = None,
     storage_option: StorageOption = None,
     ddp: Ddp = False,
 ) -> None:
-    """Dual-masking reconstruction pretraining of a CBraMod encoder (data-parallel under torchrun)."""
+    """Dual-masking reconstruction pretraining of a CBraMod encoder on one or more stores (data-parallel under
+    torchrun)."""
+    from physiofm.train.data.index import parse_mix
     from physiofm.train.distributed import is_main
     from physiofm.train.pretrain import PretrainConfig
     from physiofm.train.pretrain import pretrain as run
 
     options = _options(epochs, max_steps, batch_size, lr, workers, device, seed, resume, storage_option, ddp)
-    config = PretrainConfig(store, out, modality=modality.value, checkpoint_every=checkpoint_every,
-                            model=_sizes(layers), masking={"mode": mask.value}, **options)  # fmt: skip
-    summary = _train("pretrain", run, config)
+    masking = {"mode": mask.value, **({"inter_unit": inter_unit.value} if inter_unit else {})}
+    try:
+        weights = parse_mix(mix, len(store))
+        config = PretrainConfig(store[0] if len(store) == 1 else list(store), out, modality=modality.value,
+                                mix=None if weights is None else list(weights), exclude=list(exclude or []),
+                                checkpoint_every=checkpoint_every,
+                                model=_sizes(layers), masking=masking, **options)  # fmt: skip
+        summary = _train("pretrain", run, config)
+    except ValueError as error:
+        console.print(f"[red]pretrain failed:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(1) from None
     if is_main():
         console.print(
             f"pretrained {summary['steps']} steps, final loss {summary['final_loss']}, "
@@ -309,20 +364,72 @@ def pretrain(
         )
 
 
+Mode = _choices("Mode", ("full", "frozen-mlp", "linear"))  # physiofm.train.finetune.MODES
+LabelKind = _choices("LabelKind", ("auto", "binary", "multilabel", "multiclass"))  # physiofm.train.labels.KINDS
+
+
+def _floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
 @app.command()
 def finetune(
-    store: Annotated[str, typer.Argument(help="emotion store")],
+    store: Annotated[str, typer.Argument(help="labelled store (emotion, PTB-XL, Challenge, CODE-15%, …)")],
     out: Annotated[str, typer.Option("--out", help="run folder")],
     modalities: Annotated[str, typer.Option(help="eeg, ecg or eeg,ecg")] = "eeg,ecg",
-    targets: Annotated[str, typer.Option()] = "valence,arousal,dominance",
-    protocol: Annotated[Protocol, typer.Option(help="subject-wise evaluation protocol")] = "kfold-subject",
+    targets: Annotated[
+        str,
+        typer.Option(
+            help="boolean columns (valence → valence_high), or one list column (ptbxl_superclass, dx) "
+            "or one categorical column"
+        ),
+    ] = "valence,arousal,dominance",
+    label_kind: Annotated[LabelKind, typer.Option(help="how targets are read (auto: from the column types)")] = "auto",
+    classes: Annotated[
+        str | None, typer.Option(help="fixed label vocabulary, comma-separated (default: every class of the store)")
+    ] = None,
+    min_count: Annotated[int, typer.Option(help="leave out classes held by fewer rows of the store")] = 1,
+    protocol: Annotated[
+        Protocol,
+        typer.Option(
+            help="subject-wise protocol (ptbxl: folds 1-8 train, 9 validate, 10 test; "
+            "split: the corpus's own train/eval split, e.g. TUAB)"
+        ),
+    ] = "kfold-subject",
     folds: int = 5,
+    val_fraction: Annotated[
+        float, typer.Option(help="share of each fold's training subjects kept for validation (checkpoint, thresholds)")
+    ] = 0.2,
+    mode: Annotated[Mode, typer.Option(help="full: end to end; frozen-mlp / linear: heads on frozen embeddings")] = (
+        "full"
+    ),
+    label_fraction: Annotated[
+        str, typer.Option(help="fractions of training labels, e.g. 0.01,0.1,1 (nested, subject-wise, seeded)")
+    ] = "1",
+    seeds: Annotated[int, typer.Option(help="seeds per configuration (mean and spread)")] = 1,
+    baselines: Annotated[
+        str,
+        typer.Option(
+            help="also run: random (the same encoders randomly initialised), scratch (random, trained full); "
+            "'none' for neither"
+        ),
+    ] = "random",
     eeg_weights: Annotated[str | None, typer.Option(help="CBraMod checkpoint (official layout)")] = None,
     ecg_weights: Annotated[str | None, typer.Option(help="a physiofm pretraining run (or encoder .pt)")] = None,
     epochs: int = 10,
     max_steps: Annotated[int | None, typer.Option()] = None,
     batch_size: BatchSize = 32,
     lr: float = 1e-4,
+    head_lr: Annotated[float, typer.Option(help="learning rate of the head")] = 1e-3,
+    patience: Annotated[int, typer.Option(help="early stop after N validation passes without gain (0: never)")] = 0,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the 95 % intervals (0: none)")] = 1000,
     workers: int = 0,
     device: Device = "auto",
     seed: int = 0,
@@ -337,18 +444,68 @@ def finetune(
     storage_option: StorageOption = None,
     ddp: Ddp = False,
 ) -> None:
-    """Fine-tune the fusion classifier (or one branch) under a subject-wise protocol; print its metrics."""
+    """Fine-tune or probe encoders under a subject-wise protocol, beside a random-initialised baseline; print metrics."""
     from physiofm.train.distributed import is_main
-    from physiofm.train.finetune import FinetuneConfig, comparison
+    from physiofm.train.finetune import FinetuneConfig, comparison, evaluation_rows
     from physiofm.train.finetune import finetune as run
 
+    chosen = () if baselines.strip().lower() == "none" else _names(baselines)
     options = _options(epochs, max_steps, batch_size, lr, workers, device, seed, resume, storage_option, ddp)
-    config = FinetuneConfig(store, out, modalities=tuple(modalities.split(",")), targets=tuple(targets.split(",")),
-                            protocol=protocol.value, folds=folds, eeg_weights=eeg_weights, ecg_weights=ecg_weights,
-                            eeg_model=_sizes(eeg_layers), ecg_model=_sizes(ecg_layers), **options)  # fmt: skip
-    _train("finetune", run, config)
+    try:
+        config = FinetuneConfig(store, out, modalities=_names(modalities), targets=_names(targets),
+                                label_kind=label_kind.value, classes=_names(classes or ""), min_count=min_count,
+                                protocol=protocol.value, folds=folds, val_fraction=val_fraction, mode=mode.value,
+                                label_fractions=_floats(label_fraction, "--label-fraction"), seeds=seeds,
+                                baselines=chosen, eeg_weights=eeg_weights, ecg_weights=ecg_weights,
+                                head_lr=head_lr, patience=patience, bootstrap=bootstrap,
+                                eeg_model=_sizes(eeg_layers), ecg_model=_sizes(ecg_layers), **options)  # fmt: skip
+        _train("finetune", run, config)
+    except ValueError as error:
+        console.print(f"[red]finetune failed:[/red] {error}", soft_wrap=True)
+        raise typer.Exit(1) from None
     if is_main():
         _print_comparison(comparison([out]))
+        _print_evaluation(evaluation_rows([out]))
+
+
+@app.command()
+def embed(
+    store: Annotated[str, typer.Argument(help="store folder or s3:// URL")],
+    weights: Annotated[
+        str, typer.Option(help="pretraining run, encoder .pt, CBraMod checkpoint, or 'random' (with --layers)")
+    ],
+    out: Annotated[str, typer.Option("--out", help="embeddings folder or s3:// URL (Zarr + Parquet)")],
+    modality: Annotated[Modality | None, typer.Option(help="default: the store's only modality, else ecg")] = None,
+    patches: Annotated[bool, typer.Option("--patches", help="also write per-patch embeddings")] = False,
+    patch_dtype: Annotated[DtypeChoice, typer.Option(help="dtype of the per-patch array")] = "float32",
+    layers: Annotated[int | None, typer.Option(help="encoder layers (random, or files without a saved size)")] = None,
+    batch_size: int = 64,
+    block_rows: Annotated[int, typer.Option(help="rows per written block (resuming skips finished blocks)")] = 256,
+    workers: int = 0,
+    device: Device = "auto",
+    seed: Annotated[int, typer.Option(help="initialisation of a random encoder")] = 0,
+    storage_option: StoreOption = None,
+) -> None:
+    """Write per-sample embeddings (pooled; per patch with --patches), row-aligned with the manifest; resumable."""
+    from physiofm.io import parse_storage_options
+    from physiofm.train.embed import EmbedConfig
+    from physiofm.train.embed import embed as run
+
+    config = EmbedConfig(store, out, weights=weights, modality=modality.value if modality else None,
+                         model=_sizes(layers), patches=patches, patch_dtype=patch_dtype.value, batch_size=batch_size,
+                         block_rows=block_rows, workers=workers, device=device.value, seed=seed,
+                         storage_options=parse_storage_options(storage_option))  # fmt: skip
+    with Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:  # fmt: skip
+        task = bar.add_task("embedding", total=None)
+        try:
+            info = run(config, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except (ValueError, FileNotFoundError, OSError) as error:
+            bar.stop()
+            console.print(f"[red]embed failed:[/red] {error}", soft_wrap=True)
+            raise typer.Exit(1) from None
+    shapes = ", ".join(f"{name} {tuple(shape)}" for name, shape in info["arrays"].items())
+    console.print(f"embedded {info['rows']} rows ({info['modality']}): {shapes} → {out}", soft_wrap=True)
 
 
 SampleSource = _choices("SampleSource", ("zarr", "tar"))  # physiofm.inspect.show.SOURCES
@@ -441,9 +598,10 @@ def _print_runs(runs: list[str]) -> None:
 
     finetuning, pretraining = split_runs(runs)
     if finetuning:
-        from physiofm.train.finetune import comparison
+        from physiofm.train.finetune import comparison, evaluation_rows
 
         _print_comparison(comparison([str(run) for run in finetuning]))
+        _print_evaluation(evaluation_rows([str(run) for run in finetuning]))
     for run in pretraining:
         lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
         losses = [line["loss"] for line in lines if "loss" in line]
@@ -451,16 +609,52 @@ def _print_runs(runs: list[str]) -> None:
         Console().print(f"pretraining run {run}: {len(lines)} steps logged{last}")
 
 
+def _ms(value: tuple[float, float]) -> str:
+    return "–" if value[0] != value[0] else f"{value[0]:.3f} ± {value[1]:.3f}"
+
+
+def _ci(low: float, high: float) -> str:
+    return "–" if low != low else f"[{low:.3f}, {high:.3f}]"
+
+
 def _print_comparison(rows: list[dict]) -> None:
+    """Fine-tuning runs: ROC-AUC and F1 per target (mean ± sd over folds; F1 at validation thresholds), the mean of
+    those AUCs, and the pooled test macro AUC with its bootstrap interval."""
     targets = sorted({key.split(".")[0] for row in rows for key in row if "." in key})
-    table = Table(title="fine-tuning results: ROC-AUC and F1, mean ± sd over folds")
-    for column in ("run", "modalities", *[f"{t} AUC" for t in targets], *[f"{t} F1" for t in targets], "mean AUC"):
+    targets = targets if len(targets) <= 3 else []  # more classes: their macro mean only
+    table = Table(title="fine-tuning results: ROC-AUC and F1, mean ± sd over folds; pooled over test sets")
+    columns = ("run", "modalities", "mode", *[f"{t} AUC" for t in targets], *[f"{t} F1" for t in targets],
+               "mean AUC", "pooled AUC", "95 % CI")  # fmt: skip
+    for column in columns:
         table.add_column(column, no_wrap=True)
     for row in rows:
-        cells = [row["run"], row["modalities"]]
+        cells = [row["run"], row["modalities"], row.get("mode", "full")]
         for metric in ("roc_auc", "f1"):
-            cells += [f"{row[f'{t}.{metric}'][0]:.3f} ± {row[f'{t}.{metric}'][1]:.3f}" for t in targets]
-        table.add_row(*cells, f"{row['mean_auc']:.3f}")
+            cells += [_ms(row.get(f"{t}.{metric}", (float("nan"), 0.0))) for t in targets]
+        pooled = row.get("pooled_auc", float("nan"))
+        cells += [f"{row['mean_auc']:.3f}", "–" if pooled != pooled else f"{pooled:.3f}",
+                  _ci(*row.get("pooled_auc_ci", (float("nan"), float("nan"))))]  # fmt: skip
+        table.add_row(*cells)
+    Console(width=200).print(table)
+
+
+def _print_evaluation(rows: list[dict]) -> None:
+    """Encoders × label fractions of runs with more than one cell: pooled test macro metrics, mean ± sd over seeds,
+    the 95 % bootstrap interval (over test subjects) of their mean, and the mean over folds."""
+    if len({(r["run"], r["encoder"], r["mode"], r["fraction"]) for r in rows}) < 2:
+        return
+    table = Table(title="encoders and label fractions: pooled test macro metrics (± sd over seeds, 95 % CI)")
+    for column in ("run", "encoder", "mode", "labels", "train rows", "seeds", "macro ROC-AUC", "95 % CI",
+                   "macro PR-AUC", "macro F1", "ROC-AUC per fold"):  # fmt: skip
+        table.add_column(column, no_wrap=True)
+    for r in sorted(rows, key=lambda r: (r["run"], r["encoder"], r["mode"], -r["fraction"])):
+        pooled, folds = r["pooled"], r["per_fold"]
+        ci = r.get("ci", {}).get("roc_auc", [float("nan"), float("nan")])
+        table.add_row(r["run"], r["encoder"], r["mode"], f"{r['fraction']:.0%}", f"{r['train_rows']:.0f}",
+                      str(len(r["seeds"])), _ms((pooled["roc_auc"]["mean"], pooled["roc_auc"]["std"])), _ci(*ci),
+                      _ms((pooled["pr_auc"]["mean"], pooled["pr_auc"]["std"])),
+                      _ms((pooled["f1"]["mean"], pooled["f1"]["std"])),
+                      _ms((folds["roc_auc"]["mean"], folds["roc_auc"]["std"])))  # fmt: skip
     Console(width=200).print(table)
 
 

@@ -46,3 +46,15 @@ def assert_store_consistent(store: Path) -> pl.DataFrame:
             meta = json.loads(samples[row["key"]]["json"])
             assert meta["record_id"] == row["record_id"] and meta["window_index"] == row["window_index"]
     return manifest
+
+
+def assert_same_batches(left: list[dict], right: list[dict]) -> None:
+    """Two streams of batches are the same: keys, and every tensor bit for bit."""
+    import torch
+
+    assert len(left) == len(right)
+    for a, b in zip(left, right):
+        assert a.keys() == b.keys() and a["key"] == b["key"]
+        for name, value in a.items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(value, b[name], equal_nan=True, rtol=0, atol=0)

@@ -212,6 +212,31 @@ def test_pretraining_runs_on_an_eeg_store(reference, tmp_path):
     assert len(load_pretrained(tmp_path / "run" / "encoder.pt").encoder.layers) == 1
 
 
+def test_eeg_only_classifier_on_a_tuab_store(tmp_path):
+    """Normal/abnormal on a TUAB-layout store through `physiofm finetune`, under TUAB's own train/eval split: the
+    test rows are exactly the eval folder's, and a linear probe of a random-initialised encoder finds the planted
+    slowing."""
+    src = synth.synth_tuh_eeg(tmp_path / "raw", n_records=12, seed=2, minutes=(5.2, 5.6))
+    build(str(src), str(tmp_path / "store"), kind="eeg", jobs=1)
+    manifest = pl.read_parquet(tmp_path / "store" / "manifest.parquet").with_row_index("row")
+    assert set(manifest["label"]) == {"normal", "abnormal"} and set(manifest["split"]) == {"train", "eval"}
+    result = run_cli("finetune", str(tmp_path / "store"), "--out", str(tmp_path / "run"), "--modalities", "eeg",
+                     "--targets", "abnormal", "--protocol", "split", "--mode", "linear", "--baselines", "none",
+                     "--batch-size", "8", "--eeg-layers", "1",
+                     "--bootstrap", "100", "--device", "cpu")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "abnormal" in result.stdout
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["targets"] == ["abnormal"] and results["protocol"] == "split"
+    fold = json.loads((tmp_path / "run" / "folds" / "split.json").read_text())
+    evaluated = manifest.filter(pl.col("row").is_in(fold["rows"]))
+    assert set(evaluated["split"]) == {"eval"} and evaluated.height == (manifest["split"] == "eval").sum()
+    assert not set(fold["subjects_test"]) & set(fold["subjects_val"])
+    assert set(evaluated["label"]) == {"normal", "abnormal"}
+    assert results["pooled"]["macro"]["roc_auc"] > 0.8, results["pooled"]
+    assert results["encoder"] == "random" and results["mode"] == "linear"
+
+
 def test_pretraining_cli_on_a_store_with_masked_channels(tmp_path):
     src = synth.synth_bids_eeg(tmp_path / "bids", subjects=2, seed=7, runs=2, minutes=(1.0, 1.5))
     build(str(src), str(tmp_path / "store"), kind="eeg", jobs=1)

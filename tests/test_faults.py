@@ -83,8 +83,8 @@ def inject(stage: str, target: str, monkeypatch) -> None:
             ecg, "_map_leads", lambda r, *a: fail() if r.record_id.endswith(target) else original(r, *a)
         )
     elif stage == "transform":
-        original = ecg.T.resample
-        monkeypatch.setattr(ecg.T, "resample", lambda x, *a, **k: fail() if _marked(x) else original(x, *a, **k))
+        original = ecg.T.filter_section
+        monkeypatch.setattr(ecg.T, "filter_section", lambda x, *a, **k: fail() if _marked(x) else original(x, *a, **k))
     elif stage == "quality":
         original = ecg.window_flags
         monkeypatch.setattr(

@@ -299,6 +299,22 @@ def test_sdpa_layer_equals_multihead_attention_layer_with_the_same_weights(shape
         assert torch.allclose(ours(x), reference(x), atol=1e-4)
 
 
+def test_layer_gradients_equal_multihead_attention_layer_gradients():
+    """The backward path (unbind of q, k, v, split of the halves) gives upstream's gradients too."""
+    ours = small(dropout=0.0).encoder.layers[0].train()
+    reference = UpstreamLayer().train()
+    reference.load_state_dict(ours.state_dict())
+    reference.self_attn_s.dropout = reference.self_attn_t.dropout = 0.0
+    x = torch.randn(2, 5, 6, 200)
+    inputs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    for layer, inp in zip((ours, reference), inputs):
+        layer(inp).pow(2).sum().backward()
+    torch.testing.assert_close(inputs[0].grad, inputs[1].grad, atol=1e-4, rtol=1e-4)
+    theirs = dict(reference.named_parameters())
+    for name, parameter in ours.named_parameters():
+        torch.testing.assert_close(parameter.grad, theirs[name].grad, atol=1e-4, rtol=1e-4, msg=name)
+
+
 def test_the_sdpa_branch_computes_the_same_attention(monkeypatch):
     """The GPU branch (SDPA on the same strided q, k, v), run here on the CPU."""
     layer = small().encoder.layers[0].eval()
@@ -383,7 +399,7 @@ def test_inter_lead_masking_masks_whole_present_leads():
     present = torch.ones(500, 12, dtype=torch.bool)
     present[:, [2, 5]] = False  # absent leads
     generator = torch.Generator().manual_seed(1)
-    _, mask = DualMasking("inter", inter_ratio=0.25)(
+    _, mask = DualMasking("inter", inter_ratio=0.25, inter_unit="lead")(
         torch.randn(500, 12, 10, 200), lead_mask=present, generator=generator
     )
     assert (mask == mask[:, :, :1]).all()  # a lead is masked in all its patches or none
@@ -394,7 +410,8 @@ def test_inter_lead_masking_masks_whole_present_leads():
     _, two = DualMasking("inter", inter_count=5)(torch.randn(50, 2, 10, 200), generator=generator)
     assert (two.any(dim=2).sum(dim=1) == 1).all()  # always one visible lead left
     ragged = torch.arange(12)[None, :] < torch.tensor([1, 2, 8, 12])[:, None]
-    _, some = DualMasking("inter", inter_count=4)(torch.randn(4, 12, 3, 200), lead_mask=ragged, generator=generator)
+    single = DualMasking("inter", inter_count=4, inter_unit="lead")
+    _, some = single(torch.randn(4, 12, 3, 200), lead_mask=ragged, generator=generator)
     assert some[:, :, 0].sum(dim=1).tolist() == [0, 1, 4, 4] and not (some[:, :, 0] & ~ragged).any()
 
 

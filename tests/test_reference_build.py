@@ -14,6 +14,13 @@ A change that is *meant* to change the bytes (a new transform, a recipe version)
   unchanged (checked by hashing them against the previous build).
 * issue 13: ``build.json`` records every table (size, sha256, columns) and a new ``zarr.parquet`` indexes the
   Zarr objects; issue 15: nullable EEG columns in the manifest schema.  Arrays unchanged.
+* issue 16: recipes ``ecg`` and ``emotion`` version 2 (``method = "fft"``: resampling and the zero-phase
+  filters in one FFT, tests/test_transforms.py states the tolerance), so every ``.npy`` member and Zarr
+  chunk changed, with the recipe in ``build.json``, the shards' sha256 in ``shards.parquet`` and the
+  objects' in ``zarr.parquet``; every quality flag, key and label is unchanged.  With
+  ``method = "sosfiltfilt"`` every array is byte-identical to version 1 (checked by digest).  Zarr shard
+  objects are now written directly (tests/test_zarr_shards.py): the same bytes.  (Pinned together with
+  issue 17's ``fp_signal``/``fp_sketch`` manifest columns, which were in the tree at the time.)
 """
 
 from __future__ import annotations
@@ -27,8 +34,8 @@ import pytest
 
 # sha256 of each store's digest listing, as printed by `python tests/test_reference_build.py`.
 PINNED = {
-    "ecg": "b20490d957a1845daaeacef1e3cd7f01bc106332f7d0ef89a7dd2072d431f656",
-    "emotion": "5aaaea33ca841607877a43ab3789f7f2b1e854cae0257399a06a634a9a60e91a",
+    "ecg": "39fb5b4b1a76a2b08fd282b335bc42a3d32599e9c956a2e5a38e9ba8b615551d",
+    "emotion": "fe7d3cb219afc8ee77e6561e8a64cac4060de04a53f15a90c0097ab562050b60",
 }
 VOLATILE = ("source", "versions")  # build.json fields that depend on the machine, not on the build
 

@@ -3,6 +3,7 @@ unit scaling, S3 (equal to local, through connection drops, with a clear error w
 
 from __future__ import annotations
 
+import gc
 import re
 import select
 import shutil
@@ -18,6 +19,7 @@ import polars as pl
 import pytest
 import torch
 import zarr
+from storecheck import assert_same_batches
 from torch.utils.data import DataLoader
 
 from physiofm.store.build import build
@@ -72,15 +74,6 @@ def run_epoch(dataset: StreamingDataset) -> list[dict]:
 
 def real_keys(batches: list[dict]) -> list[str]:
     return [key for batch in batches for key, pad in zip(batch["key"], batch["pad"].tolist()) if not pad]
-
-
-def assert_same_batches(left: list[dict], right: list[dict]) -> None:
-    assert len(left) == len(right)
-    for a, b in zip(left, right):
-        assert a.keys() == b.keys() and a["key"] == b["key"]
-        for name, value in a.items():
-            if isinstance(value, torch.Tensor):
-                torch.testing.assert_close(value, b[name], equal_nan=True, rtol=0, atol=0)
 
 
 # ---- a TCP proxy that drops connections ---------------------------------------------------------
@@ -406,3 +399,88 @@ def test_s3_persistent_drops_end_with_an_error_naming_the_shard(s3_store, s3_ser
         with pytest.raises(ShardReadError, match=r"wds/shard-\d{6}\.tar: read of bytes 0-\d+ .* 3 attempts"):
             run_epoch(dataset)
     assert proxy.cuts_done == 3
+
+
+# ---- the batched loader: shared-memory slots, persistent workers -------------------------------------
+
+
+def per_sample_epoch(dataset: StreamingDataset) -> list[dict]:
+    """The same epoch through a plain DataLoader: a fresh batch per yield, every field pickled by torch."""
+    return list(DataLoader(dataset, batch_size=None, num_workers=dataset.num_workers))
+
+
+def test_batched_loader_yields_exactly_the_per_sample_path(ecg_store):
+    kw = {"batch_size": 3, "rank": 1, "world_size": 2, "labels": ["age"], "seed": 5, "meta": True}
+    for workers in (0, 2):
+        dataset = StreamingDataset(str(ecg_store), num_workers=workers, shuffle_buffer=7, **kw)
+        batched, plain = run_epoch(dataset), per_sample_epoch(dataset)
+        assert_same_batches(batched, plain)
+        assert [b["meta"] for b in batched] == [b["meta"] for b in plain]
+        assert all(b["ecg"].dtype == torch.float32 and b["ecg"].is_contiguous() for b in batched)
+
+
+@pytest.mark.parametrize("how", ["collected", "closed", "options changed"])
+def test_loader_workers_exit_by_themselves_when_the_loader_goes(ecg_store, how):
+    """Dataset and loader form a reference cycle; when the collector takes them (or on close(), or when new
+    options replace the loader) the workers get their stop signal and exit cleanly (exit code 0), instead of
+    hanging until the DataLoader's join timeout kills them (SIGTERM)."""
+    import gc
+
+    dataset = StreamingDataset(str(ecg_store), batch_size=4, num_workers=2, seed=1)
+    loader = dataset.loader()
+    next(iter(loader))  # a partial epoch: the workers are busy, then idle and persistent
+    workers = list(loader.dataloader._iterator._workers)
+    if how == "closed":
+        loader.close()
+    elif how == "options changed":
+        assert dataset.loader(timeout=60) is not loader
+    else:
+        del dataset, loader
+        gc.collect()
+    for worker in workers:
+        worker.join(timeout=30)
+    assert [w.exitcode for w in workers] == [0, 0]
+
+
+def test_persistent_workers_follow_set_epoch_and_resume(ecg_store):
+    def fresh(epoch: int) -> StreamingDataset:
+        return StreamingDataset(str(ecg_store), batch_size=3, num_workers=2, seed=4, shuffle_buffer=6, epoch=epoch)
+
+    dataset = fresh(0)
+    loader = dataset.loader(prefetch_factor=1)  # slots: 2 per window + 1 prefetched + 2 = 5 per worker
+    first = list(loader)  # all 8 batches of each worker held: one-off buffers after the 5 slots
+    assert dataset.loader(prefetch_factor=1) is loader
+    assert_same_batches(first, per_sample_epoch(fresh(0)))
+    pids = [w.pid for w in loader.dataloader._iterator._workers]
+    for epoch in (1, 2):
+        dataset.set_epoch(epoch)
+        assert_same_batches(list(loader), per_sample_epoch(fresh(epoch)))
+    state = dataset.state_dict(5)
+    dataset.set_epoch(0)
+    assert_same_batches(list(islice(loader, 3)), first[:3])  # an interrupted epoch
+    dataset.load_state_dict(state)
+    assert len(loader) == len(first) - 5
+    assert_same_batches(list(loader), per_sample_epoch(fresh(2))[5:])
+    assert [w.pid for w in loader.dataloader._iterator._workers] == pids  # never restarted
+    del first
+    gc.collect()
+    assert int(loader.spec.flags.sum()) == 0  # every slot back in its pool once its batch is gone
+
+
+def test_slots_are_reused_without_overwriting_kept_batches(ecg_store):
+    data = zarr.open_group(str(ecg_store / "zarr"), mode="r")["ecg"][:]
+    dataset = StreamingDataset(str(ecg_store), batch_size=2, num_workers=2, seed=1, shuffle_buffer=4)
+    loader = dataset.loader(prefetch_factor=1)
+    for inline in (StreamingDataset(str(ecg_store), batch_size=2, seed=1, shuffle_buffer=4), None):
+        kept, seen = [], 0
+        for i, batch in enumerate(inline if inline is not None else loader):
+            rows = batch["row"][~batch["pad"]].numpy()
+            np.testing.assert_array_equal(batch["ecg"][~batch["pad"]].numpy(), data[rows])
+            if i % 3 == 0:
+                kept.append((batch, batch["ecg"].clone()))
+            seen += len(rows)
+        assert seen == len(data)
+        for batch, copy in kept:
+            torch.testing.assert_close(batch["ecg"], copy, rtol=0, atol=0)
+    receiver = loader.receiver
+    assert 0 < len(receiver.slots) <= loader.spec.flags.numel()  # slots were reused, not one per batch

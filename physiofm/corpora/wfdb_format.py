@@ -285,13 +285,20 @@ def _read_format16(fs, folder: str, header: Header) -> np.ndarray:
         elif out.shape[1] != count:
             raise ValueError(f"signal files disagree on the sample count ({out.shape[1]} vs {count})")
         specs = [header.signals[i] for i in index]
-        scale = np.array([1.0 / s.gain for s in specs])
-        baseline = np.array([s.baseline for s in specs], dtype=np.float64)
-        values = (digital - baseline) * scale  # (count, k) float64, one pass
-        invalid = digital == -32768
-        if invalid.any():
-            values[invalid] = np.nan
-        out[index] = values.T
+        scale = np.array([1.0 / s.gain for s in specs])[:, None]
+        baseline = np.array([s.baseline for s in specs], dtype=np.float64)[:, None]
+        whole = len(index) == header.n_sig and index == list(range(header.n_sig))
+        rows = out if whole else np.empty((len(index), count), dtype=np.float64)
+        # (digital - baseline) * scale into the (k, count) rows: the int16 frames transposed first (a
+        # small copy), then one contiguous conversion-and-subtraction and the scaling in place (the same
+        # float64 values as before, several times faster than converting frames and transposing floats)
+        channels = np.ascontiguousarray(digital.T)
+        np.subtract(channels, baseline, out=rows)
+        rows *= scale
+        if count and channels.min() == -32768:  # a reduction over int16: cheaper than a mask first
+            rows[channels == -32768] = np.nan
+        if not whole:
+            out[index] = rows
     if out.shape[1] == 0:
         raise ValueError("record has no samples")
     return out

@@ -2,12 +2,13 @@
 
 from physiofm.models.cbramod import CBraMod
 from physiofm.models.checkpoint import CheckpointError, load_pretrained, save_encoder
-from physiofm.models.fusion import FusionClassifier
+from physiofm.models.fusion import BranchNorm, FusionClassifier, pool_features
 from physiofm.models.masking import DualMasking, masked_mse, masked_squared_error
 from physiofm.models.sizes import MODEL_SIZES, create_model
 
 __all__ = [
     "MODEL_SIZES",
+    "BranchNorm",
     "CBraMod",
     "CheckpointError",
     "DualMasking",
@@ -16,5 +17,6 @@ __all__ = [
     "load_pretrained",
     "masked_mse",
     "masked_squared_error",
+    "pool_features",
     "save_encoder",
 ]

@@ -56,7 +56,9 @@ class SelfAttention(nn.Module):
         # Strided views (batch..., heads, sequence, head_dim): across channels (B, N, H, C, d), across
         # patches (B, C, H, N, d).
         order = (0, 2, 3, 1, 4) if axis == CHANNEL_AXIS else (0, 1, 3, 2, 4)
-        q, k, v = (qkv.select(3, i).permute(order) for i in range(3))
+        # unbind, not three selects: its backward stacks the three gradients once, where each select's
+        # would fill a zero tensor of qkv's size and add it up.
+        q, k, v = (t.permute(order) for t in qkv.unbind(3))
         out = attend(q, k, v, self.dropout if self.training else 0.0)
         back = (0, 3, 1, 2, 4) if axis == CHANNEL_AXIS else order  # to (B, C, N, H, d)
         return self.out_proj(out.permute(back).reshape(B, C, N, E))
@@ -88,13 +90,15 @@ def drop(x: torch.Tensor, p: float, training: bool, inplace: bool = False) -> to
 
     Same distribution (drop probability quantised to 1/32768) from the same global RNG, at
     about half the cost of the CPU Bernoulli sampler: one 64-bit draw yields four 15-bit values.
+    ``x`` is multiplied by a mask of 0 and ``1 / (1 - p)``, as ``F.dropout`` does: backward is one
+    product (a masked fill and a scaling would be two passes).
     """
     if not training or x.device.type != "cpu" or not 0.0 < p < 1.0:
         return F.dropout(x, p, training, inplace)
     n = x.numel()
     draws = torch.empty((n + 3) // 4, dtype=torch.int64).random_().view(torch.int16)[:n].view(x.shape)
-    dropped = (draws & 0x7FFF) < round(p * 32768)
-    return (x.masked_fill_(dropped, 0) if inplace else x.masked_fill(dropped, 0)).mul_(1.0 / (1.0 - p))
+    keep = torch.where((draws & 0x7FFF) < round(p * 32768), 0.0, 1.0 / (1.0 - p)).to(x.dtype)
+    return x.mul_(keep) if inplace else x * keep
 
 
 class Dropout(nn.Dropout):
@@ -124,9 +128,9 @@ class CrissCrossLayer(nn.Module):
     def criss_cross(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (B, C, N, D): dims ``:D/2`` attend across channels, ``D/2:`` across patches."""
         half = x.shape[-1] // 2
-        spatial = self.self_attn_s(x[..., :half], CHANNEL_AXIS)
-        temporal = self.self_attn_t(x[..., half:], PATCH_AXIS)
-        return torch.cat([spatial, temporal], dim=-1)
+        # split, not two slices: one concatenation in backward instead of two zero-filled full-size gradients
+        spatial, temporal = x.split([half, x.shape[-1] - half], dim=-1)
+        return torch.cat([self.self_attn_s(spatial, CHANNEL_AXIS), self.self_attn_t(temporal, PATCH_AXIS)], dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.dropout1(self.criss_cross(self.norm1(x)))

@@ -12,6 +12,7 @@ from functools import lru_cache
 import numpy as np
 
 from physiofm.corpora.base import Record, Reject
+from physiofm.preprocess import fingerprint
 from physiofm.preprocess import transforms as T
 from physiofm.preprocess.faults import stage
 from physiofm.preprocess.leads import STANDARD_LEADS, lead_mapping, unmapped
@@ -118,14 +119,12 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
                 )
             continue
         with stage("transform"):
-            filtered = T.bandpass(
-                T.resample(raw, fs, spec.fs), spec.fs, *recipe["filter"]["bandpass"], order=recipe["filter"]["order"]
-            )
-            if recipe["filter"]["notch"]:
-                filtered = T.notch(filtered, spec.fs, recipe["filter"]["notch"], recipe["filter"]["notch_q"])
+            filtered = T.filter_section(raw, fs, spec.fs, recipe["filter"])
             filtered *= present[..., None]  # absent leads stay exactly zero
             valid = filtered.shape[-1]
-            windows = T.to_windows(filtered.astype(np.float32), spec.samples, spec.patch, count)  # (R, W, 12, N, P)
+            windows = T.to_windows(
+                filtered.astype(np.float32, copy=False), spec.samples, spec.patch, count
+            )  # (R, W, 12, N, P)
         quality = recipe["quality"]
         with stage("quality"):
             flags = window_flags(
@@ -139,6 +138,8 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
                 clip_fraction=quality["clip_fraction"],
                 amplitude_max=quality["amplitude_max_mv"],
             )
+        with stage("transform"):  # fp_signal, fp_sketch per window (physiofm.preprocess.fingerprint)
+            prints = fingerprint.ecg_columns(raw, fs, present, windows, list(STANDARD_LEADS), spec.fs)
         n_patches = np.minimum(spec.samples, valid - np.arange(count) * spec.samples)
         n_patches = -(-n_patches // spec.patch)
         keep = np.ones(windows.shape[:2], dtype=bool)
@@ -174,6 +175,7 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
                         "window_start_s": w * spec.seconds,
                         "n_patches": int(n_patches[w]),
                         **row_flags,
+                        **prints[r][w],
                         **record.meta,
                     }
                 )

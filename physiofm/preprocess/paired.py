@@ -46,11 +46,7 @@ def _process(signal, section: dict, fs_out: float) -> tuple[np.ndarray, np.ndarr
     nan = np.isnan(raw)
     if nan.any():
         raw = np.where(nan, 0.0, raw)
-    low, high = section["bandpass"]
-    out = T.bandpass(T.resample(raw, signal.fs, fs_out), fs_out, low, high, order=section["order"])
-    if section["notch"]:
-        out = T.notch(out, fs_out, section["notch"], section["notch_q"])
-    return raw, nan, out
+    return raw, nan, T.filter_section(raw, signal.fs, fs_out, section)
 
 
 def _threshold(recipe: dict, meta: dict) -> float:

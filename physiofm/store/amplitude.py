@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from scipy.signal import find_peaks
 
 UNITS = {"ecg": "mV", "eeg": "uV"}
 """The unit of each modality in a store (the preparers' output units)."""
@@ -61,14 +60,18 @@ def _valid_length(window: np.ndarray) -> int:
     return int(nonzero[-1]) + 1 if len(nonzero) else 0
 
 
-def r_peak_height(x: np.ndarray, fs: float) -> float | None:
-    """Median height of the QRS peaks of ``|x|`` (one lead, one window), or None if fewer than two."""
+def r_peak_height(x: np.ndarray, fs: float, reference: float | None = None) -> float | None:
+    """Median height of the QRS peaks of ``|x|`` (one lead, one window), or None if fewer than two.
+
+    ``reference`` is ``percentile_99(|x|)`` when the caller has it already (the same value)."""
     a = np.abs(np.asarray(x, dtype=np.float64))
     if not len(a) or not a.any():
         return None
-    reference = float(percentile_99(a))
+    reference = float(percentile_99(a)) if reference is None else float(reference)
     if reference <= 0:
         return None
+    from scipy.signal import find_peaks  # ~1 s to import: only where an ECG lead II is measured
+
     peaks, _ = find_peaks(a, distance=max(1, round(PEAK_DISTANCE_S * fs)), prominence=PEAK_PROMINENCE * reference)
     heights = a[peaks]
     if len(heights):
@@ -100,7 +103,7 @@ def window_stats(modality: str, windows: np.ndarray, channels: Sequence[str], fs
         values = percentile_99(magnitude) if window.shape[1] else np.zeros(count)
         p99.append([_round(v) if ok else None for v, ok in zip(values.tolist(), present.tolist())])
         if modality == "ecg":
-            height = r_peak_height(window[lead], fs) if lead is not None and present[lead] else None
+            height = r_peak_height(window[lead], fs, values[lead]) if lead is not None and present[lead] else None
             r_peak.append(None if height is None else _round(height))
     out: dict[str, list] = {"channels": list(channels), "p99": p99}
     if modality == "ecg":

@@ -21,6 +21,7 @@ from physiofm.store import layout as L
 from physiofm.store.layout import Layout
 from physiofm.store.npy import npy_bytes
 from physiofm.store.tar import TarShardWriter, read_named_arrays
+from physiofm.store.zarr_arrays import plain_shard_rows, shard_key, write_plain_shard
 
 BATCH_RECORDS = 64  # records transformed together: bounds a worker's memory, whatever the shard size
 
@@ -230,14 +231,16 @@ def _write_marker(store: Layout, name: str, payload: bytes) -> None:
 def write_zarr(task: ZarrTask) -> dict:
     """Process one Zarr task: write its rows, whole Zarr shards at a time, then its marker.
 
-    Every Zarr object the task writes is hashed as it is written (a recording store: no read-back,
-    the cost is sha256 of the bytes written); the marker lists them (``objects``: name under
+    Every Zarr object the task writes is hashed as it is written (a recording store, or
+    :func:`~physiofm.store.zarr_arrays.write_plain_shard` for uncompressed arrays, which writes Zarr's
+    bytes itself: no read-back, the cost is sha256 of the bytes written); the marker lists them (``objects``: name under
     ``zarr/``, bytes, sha256, array, first_row, samples) for ``zarr.parquet``.
     """
     store = Layout(task.out, task.storage_options)
     record: dict[str, dict | None] = {}
     group = store.open_zarr("r+", record=record)
     arrays = {modality: group[modality] for modality in task.modalities}
+    plain = {modality: plain_shard_rows(array) for modality, array in arrays.items()}
     extensions = tuple(f"{modality}.npy" for modality in task.modalities)
     cached: tuple[str, dict] | None = None  # a tar shard straddling two Zarr shards is read once
     objects: dict[str, dict] = {}
@@ -259,7 +262,13 @@ def write_zarr(task: ZarrTask) -> dict:
                 samples[modality].extend(held[low - first : high - first])
         for modality, array in arrays.items():
             record.clear()
-            array[start:stop] = np.stack(samples[modality])
+            block = np.stack(samples[modality])
+            layout = plain[modality]
+            if layout is not None and start % layout[1] == 0:  # one whole shard object: written directly
+                key = shard_key(modality, start // layout[1], block.ndim)
+                record[key] = write_plain_shard(store.fs, store.zarr_object(key), block, *layout)
+            else:
+                array[start:stop] = block
             for key, written in record.items():
                 objects.pop(key, None)
                 if written is None:  # deleted (every chunk fill value) or written in part: what is stored, if any

@@ -1,7 +1,16 @@
-"""The Zarr v3 side of a store: one array per modality, row i = manifest row i, chunked and sharded by samples."""
+"""The Zarr v3 side of a store: one array per modality, row i = manifest row i, chunked and sharded by samples.
+
+Uncompressed arrays (the default) have their shard objects written here directly
+(:func:`write_plain_shard`: the same bytes Zarr writes, without its per-chunk machinery); compressed
+ones are written through Zarr.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+
+import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
@@ -42,3 +51,96 @@ def create_zarr_array(
         dimension_names=("sample",) + ("channel", "patch", "time")[-len(sample_shape) :],
         overwrite=True,
     )
+
+
+_BYTES = {"name": "bytes", "configuration": {"endian": "little"}}
+
+
+def _plain(value):
+    """A metadata value with tuples as lists (``to_dict`` gives either)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def plain_shard_rows(array) -> tuple[int, int] | None:
+    """``(chunk_rows, shard_rows)`` when ``array`` is what :func:`create_zarr_array` makes without
+    compression (sharded along samples, little-endian bytes, CRC32C index at the end, fill 0), so
+    :func:`write_plain_shard` can write its shard objects directly; else None (Zarr writes them)."""
+    meta = _plain(array.metadata.to_dict())
+    shape = meta["shape"]
+    try:
+        (sharding,) = meta["codecs"]
+        config = sharding["configuration"]
+        shard_rows = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
+        chunk_rows = config["chunk_shape"][0]
+        expected_grid = {"name": "regular", "configuration": {"chunk_shape": [shard_rows, *shape[1:]]}}
+        expected = {
+            "name": "sharding_indexed",
+            "configuration": {
+                "chunk_shape": [chunk_rows, *shape[1:]],
+                "codecs": [_BYTES],
+                "index_codecs": [_BYTES, {"name": "crc32c"}],
+                "index_location": "end",
+            },
+        }
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    plain = (
+        sharding == expected
+        and meta["chunk_grid"] == expected_grid
+        and meta["chunk_key_encoding"] == {"name": "default", "configuration": {"separator": "/"}}
+        and meta["fill_value"] == 0
+        and meta["data_type"] in ("float32", "float16", "float64")
+        and not meta.get("storage_transformers")
+        and shard_rows % chunk_rows == 0
+    )
+    return (int(chunk_rows), int(shard_rows)) if plain else None
+
+
+def shard_key(name: str, shard: int, ndim: int) -> str:
+    """The object name (under ``zarr/``) of shard ``shard`` (along samples) of array ``name``."""
+    return "/".join([name, "c", str(shard), *["0"] * (ndim - 1)])
+
+
+def write_plain_shard(fs, path: str, block: np.ndarray, chunk_rows: int, shard_rows: int) -> dict | None:
+    """Write one shard object of a :func:`plain_shard_rows` array: ``block`` holds its rows (at most
+    ``shard_rows``; fewer at the array's end).  The bytes are exactly Zarr's (tested): the inner chunks
+    in order, a chunk whose values are all the fill value 0 left out (as Zarr leaves it out; -0.0 is kept), a last
+    partial chunk padded with 0, then the index (offset, size per chunk, 2^64-1 for a missing one) and
+    its CRC32C.  Returns ``{"bytes", "sha256"}``, or None when every chunk is fill value: the object is
+    then removed, as Zarr removes it.
+    """
+    import google_crc32c
+
+    block = np.ascontiguousarray(block, dtype=block.dtype.newbyteorder("<"))
+    count = shard_rows // chunk_rows
+    index = np.full((count, 2), 2**64 - 1, dtype="<u8")
+    parts: list[memoryview] = []
+    offset = 0
+    for j in range(count):
+        chunk = block[j * chunk_rows : (j + 1) * chunk_rows]
+        if not len(chunk) or not chunk.view(f"<u{block.dtype.itemsize}").any():  # every bit zero (-0.0 is not)
+            continue
+        if len(chunk) < chunk_rows:
+            chunk = np.concatenate([chunk, np.zeros((chunk_rows - len(chunk), *block.shape[1:]), block.dtype)])
+        view = memoryview(np.ascontiguousarray(chunk)).cast("B")
+        index[j] = (offset, view.nbytes)
+        parts.append(view)
+        offset += view.nbytes
+    if not parts:
+        if fs.exists(path):
+            fs.rm(path)
+        return None
+    tail = index.tobytes()
+    parts.append(memoryview(tail + int(google_crc32c.value(tail)).to_bytes(4, "little")))
+    digest = hashlib.sha256()
+    if is_local(fs):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with fs.open(path, "wb") as handle:
+        for part in parts:
+            handle.write(part)
+            digest.update(part)
+    return {"bytes": offset + len(parts[-1]), "sha256": digest.hexdigest()}

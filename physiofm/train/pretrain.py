@@ -17,6 +17,17 @@ holds the unwrapped model (the keys of a one-process run) and the data position,
 same on every rank; resuming needs the same number of processes (else a ValueError says so).
 The summary adds ``world_size``, the real samples each rank took (``samples_per_rank``) and
 whether all ranks ended with bit-identical weights (``weights_in_sync``).
+
+Several stores (``store`` a list, ``physiofm pretrain STORE STORE …``) are one stream
+(:class:`physiofm.train.data.index.Mixture`): an epoch is as many samples as the stores hold
+together, drawn from each in proportion to its size, or to ``mix``, exact over ranks × workers
+and resumable as one store is.  They must hold the same modality with the same sample shape.
+Each line of ``metrics.jsonl`` then has ``source_samples`` (the real samples of each store in that
+step, over all ranks) and the summary ``samples_per_source`` (store → samples, the whole run).
+
+Masking (``masking``: :class:`physiofm.models.DualMasking`'s options) has DualMasking's defaults
+(``inter_unit``: :data:`physiofm.models.masking.DEFAULT_INTER_UNIT`); on EEG the limb group does not
+apply (``inter_unit`` is ``lead``).
 """
 
 from __future__ import annotations
@@ -38,6 +49,9 @@ from physiofm.train.step import launch, optimisation_step, schedule
 
 @dataclass
 class PretrainConfig(TrainOptions):
+    store: str | list[str]  # one store, or several mixed (see the module docstring)
+    mix: list[float] | None = None  # weights per store (normalised); None: in proportion to their sizes
+    exclude: list[str] = field(default_factory=list)  # stores whose recordings (and subjects) are left out
     modality: str = "ecg"
     checkpoint_every: int = 100
     model: dict = field(default_factory=dict)
@@ -62,6 +76,34 @@ def _inputs(batch: dict, modality: str, device: torch.device) -> tuple[torch.Ten
     return x, present, valid
 
 
+def masking_options(config: PretrainConfig) -> dict:
+    """``config.masking`` for :class:`DualMasking` (its defaults otherwise); the limb group is ECG's, never EEG's."""
+    options = dict(config.masking)
+    if config.modality != "ecg":
+        if config.masking.get("inter_unit", "lead") != "lead":
+            raise ValueError(
+                f"inter_unit {config.masking['inter_unit']!r} groups ECG limb leads: not for {config.modality}"
+            )
+        options["inter_unit"] = "lead"
+    return options
+
+
+def excluded_rows(config: PretrainConfig, out: Path | None = None):
+    """``rows`` for the dataset: per store, the manifest rows left once every recording that ``config.exclude``'s
+    stores also hold is dropped, with its subject where the ids allow (:func:`physiofm.store.overlap.kept_rows`);
+    None without ``exclude``.  What was dropped is written to ``out/exclusion.json``."""
+    if not config.exclude:
+        return None
+    from physiofm.store.overlap import kept_rows
+
+    stores = config.store if isinstance(config.store, list) else [config.store]
+    kept = [kept_rows(store, list(config.exclude), config.storage_options) for store in stores]
+    if out is not None:
+        (out / "exclusion.json").write_text(json.dumps([summary for _, summary in kept], indent=2))
+    rows = [rows for rows, _ in kept]
+    return rows if isinstance(config.store, list) else rows[0]
+
+
 def pretrain(config: PretrainConfig) -> dict:
     """Run (or resume) pretraining; return a summary (steps, final loss, paths), the same on every rank
     of a data-parallel launch (:func:`physiofm.train.step.launch`)."""
@@ -75,8 +117,9 @@ def _pretrain(config: PretrainConfig, device: torch.device) -> dict:
     main = rank == 0
     torch.manual_seed(config.seed)
     model = CBraMod(**config.model).to(device)
-    masking = DualMasking(**config.masking)
+    masking = DualMasking(**masking_options(config))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    kept = excluded_rows(config, out if main else None)
     data = StreamingDataset(
         config.store,
         batch_size=config.batch_size,
@@ -86,8 +129,11 @@ def _pretrain(config: PretrainConfig, device: torch.device) -> dict:
         rank=rank,
         world_size=world,
         storage_options=config.storage_options,
+        mix=config.mix,
+        rows=kept,
     )
     total, scheduler = schedule(optimizer, config, data.batches_per_epoch)
+    sources = data.mixture.bases if len(data.mixture.bases) > 1 else []
     log = JsonLog(out / "metrics.jsonl")
     step, epoch = 0, 0
     if distributed.broadcast(config.resume and (out / "last.pt").exists()):
@@ -141,17 +187,19 @@ def _pretrain(config: PretrainConfig, device: torch.device) -> dict:
             )
             step, consumed = step + 1, consumed + 1
             samples += int((~batch["pad"]).sum())
+            record = {
+                "step": step,
+                "epoch": epoch,
+                "loss": round(loss, 6),
+                "grad_norm": round(float(grad_norm), 4),
+                "lr": scheduler.get_last_lr()[0],
+                "masked": int(masked),
+            }
+            if sources:  # real samples of each store in this step, over all ranks
+                taken = torch.bincount(batch["source"][~batch["pad"]], minlength=len(sources))
+                record["source_samples"] = distributed.all_sum(taken).tolist()
             if main:
-                log.write(
-                    {
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": round(loss, 6),
-                        "grad_norm": round(float(grad_norm), 4),
-                        "lr": scheduler.get_last_lr()[0],
-                        "masked": int(masked),
-                    }
-                )
+                log.write(record)
             if step % config.checkpoint_every == 0 or step == total:
                 checkpoint(consumed)
             if step >= total:
@@ -177,5 +225,10 @@ def _pretrain(config: PretrainConfig, device: torch.device) -> dict:
         records = log.read()
         plot_curve(records, "loss", out / "loss.png", f"{config.modality} dual-masking pretraining")
         summary["final_loss"] = records[-1]["loss"] if records else None
+        if sources:
+            totals = [
+                sum(r["source_samples"][i] for r in records if "source_samples" in r) for i in range(len(sources))
+            ]
+            summary["samples_per_source"] = {base.url: total for base, total in zip(sources, totals)}
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return distributed.broadcast(summary)
