@@ -40,6 +40,13 @@ build_app = typer.Typer(no_args_is_help=True, help="Build a store (shards, Zarr,
 app.add_typer(build_app, name="build")
 console = Console(stderr=True)
 
+
+def _progress() -> Progress:
+    """The one progress bar of long commands: description, bar, done/total, elapsed; gone when finished."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)  # fmt: skip
+
+
 Jobs = Annotated[int | None, typer.Option("--jobs", "-j", help="worker processes (default: all cores)")]
 Recipe = Annotated[str | None, typer.Option(help="recipe name (manifests/recipes) or .toml path")]
 ShardSize = Annotated[int | None, typer.Option(help="target samples per shard")]
@@ -64,14 +71,7 @@ def _run_build(**kwargs) -> None:
     executor_name, scheduler = kwargs.pop("executor").value, kwargs.pop("scheduler")
     kwargs["fmt"] = kwargs["fmt"].value
     kwargs["dtype"] = kwargs["dtype"].value if kwargs["dtype"] else None
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with _progress() as bar:
         task = bar.add_task("building shards", total=None)
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -211,14 +211,7 @@ def validate(
     from physiofm.store.validate import print_report
     from physiofm.store.validate import validate as run
 
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with _progress() as bar:
         task = bar.add_task("reading shards and Zarr objects", total=None)
 
         def progress(done: int, total: int) -> None:
