@@ -80,6 +80,62 @@ def test_stats_scale_with_the_signal_and_ignore_zero_padding():
     np.testing.assert_allclose(short["p99"], alone, rtol=1e-5)
 
 
+def find_peaks_heights(a: np.ndarray, fs: float, reference: float) -> float | None:
+    """What ``r_peak_heights`` computes, for one row, with scipy.signal.find_peaks (the definition)."""
+    from scipy.signal import find_peaks
+
+    if reference <= 0:
+        return None
+    a = np.asarray(a, dtype=np.float64)  # as the build measures float32 windows
+    peaks, _ = find_peaks(
+        a, distance=round(amplitude.PEAK_DISTANCE_S * fs), prominence=amplitude.PEAK_PROMINENCE * reference
+    )
+    heights = a[peaks]
+    if len(heights):
+        heights = heights[heights >= amplitude.PEAK_KEEP * np.percentile(heights, 90)]
+    return float(np.median(heights)) if len(heights) >= 2 else None
+
+
+def assert_same_as_find_peaks(a: np.ndarray, fs: float = 200.0) -> None:
+    reference = amplitude.percentile_99(a)
+    ours = amplitude.r_peak_heights(a, fs, reference)
+    theirs = [find_peaks_heights(row, fs, float(ref)) for row, ref in zip(a, reference)]
+    differ = [i for i, (x, y) in enumerate(zip(ours, theirs)) if x != y]
+    assert not differ, (
+        f"{len(differ)} of {len(a)} rows differ, e.g. row {differ[0]}: {ours[differ[0]]} vs {theirs[differ[0]]}"
+    )
+    assert sum(v is not None for v in theirs) > len(a) // 2  # most rows have peaks: the test compares something
+
+
+def test_r_peaks_are_find_peaks_on_real_ecgs(shared_data):
+    """Every lead of every 10-s window of the real Challenge records, as the build prepares them."""
+    from physiofm.corpora import challenge
+    from physiofm.preprocess import transforms as T
+    from physiofm.preprocess.recipe import load_recipe
+
+    source = str(shared_data / "physionet-challenge-2021")
+    section = load_recipe("challenge")["filter"]
+    rows = []
+    for record in challenge.read(source, challenge.list_items(source)):
+        signal = record.signals["ecg"]
+        x = T.filter_section(signal.data[None].astype(np.float64), signal.fs, 200, section)[0]
+        rows += [np.abs(x[:, w * 2000 : (w + 1) * 2000]) for w in range(x.shape[1] // 2000)]
+    assert_same_as_find_peaks(np.concatenate(rows))
+
+
+def test_r_peaks_are_find_peaks_on_generated_noisy_and_flat_topped_signals():
+    rng = np.random.default_rng(5)
+    clean = np.abs(ecg_12lead(40, 200, 10, rng)).reshape(-1, 2000)
+    noisy = clean + np.abs(rng.normal(0, 0.05, clean.shape))  # many local maxima near each QRS
+    held = clean.copy()  # plateaus (runs of equal samples) of distinct heights: find_peaks takes their middle
+    for row in held:
+        for start in rng.integers(0, 1990, 40):
+            row[start : start + rng.integers(2, 9)] = row[start]
+    for a in (clean, noisy, held):
+        assert_same_as_find_peaks(a)
+    assert_same_as_find_peaks(np.abs(rng.normal(size=(20, 2000))))  # no QRS: hundreds of candidates per row
+
+
 def test_no_lead_ii_and_eeg():
     rng = np.random.default_rng(1)
     x = ecg_12lead(2, 200, 10, rng)[:, :2].astype(np.float32)

@@ -19,7 +19,7 @@ Per window (sample) and channel:
 
 Zero-padded patches at the end of a window (short records kept as a last partial window) are
 left out of both.  Values are those of the store: mV for ECG, µV for EEG.  Everything here is
-pure NumPy/SciPy and JSON-able (missing values are ``None``, never NaN: the markers and
+pure NumPy (no SciPy: its ``signal`` module takes about 2 s to import) and JSON-able (missing values are ``None``, never NaN: the markers and
 ``build.json`` are written with ``allow_nan=False``).
 """
 
@@ -51,32 +51,211 @@ def percentile_99(magnitude: np.ndarray) -> np.ndarray:
     low = int(position)
     high = min(low + 1, n - 1)
     part = np.partition(magnitude, [low, high], axis=-1)
-    return part[..., low] + (position - low) * (part[..., high] - part[..., low])
+    below, above = part[..., low].astype(np.float64), part[..., high].astype(np.float64)
+    return below + (position - low) * (above - below)
 
 
-def _valid_length(window: np.ndarray) -> int:
-    """Samples of a (C, T) window before its trailing zero padding (all channels zero)."""
-    nonzero = np.flatnonzero(np.any(window != 0, axis=0))
-    return int(nonzero[-1]) + 1 if len(nonzero) else 0
+def _valid_lengths(flat: np.ndarray) -> np.ndarray:
+    """Samples of each (C, T) window of ``flat`` (S, C, T) before its trailing zero padding (all channels zero)."""
+    nonzero = np.any(flat != 0, axis=1)  # (S, T)
+    lengths = flat.shape[-1] - np.argmax(nonzero[:, ::-1], axis=1)
+    lengths[~nonzero.any(axis=1)] = 0
+    return lengths
 
 
-def r_peak_height(x: np.ndarray, fs: float, reference: float | None = None) -> float | None:
-    """Median height of the QRS peaks of ``|x|`` (one lead, one window), or None if fewer than two.
+def _row_percentile(ordered: np.ndarray, start: np.ndarray, count: np.ndarray, q: float) -> np.ndarray:
+    """``np.percentile(row[start:start + count], q)`` of each row of ``ordered`` (rows sorted; count >= 1)."""
+    position = start + q / 100 * (count - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, start + count - 1)
+    rows = np.arange(len(ordered))
+    return ordered[rows, low] + (position - low) * (ordered[rows, high] - ordered[rows, low])
 
-    ``reference`` is ``percentile_99(|x|)`` when the caller has it already (the same value)."""
-    a = np.abs(np.asarray(x, dtype=np.float64))
-    if not len(a) or not a.any():
-        return None
-    reference = float(percentile_99(a)) if reference is None else float(reference)
-    if reference <= 0:
-        return None
-    from scipy.signal import find_peaks  # ~1 s to import: only where an ECG lead II is measured
 
-    peaks, _ = find_peaks(a, distance=max(1, round(PEAK_DISTANCE_S * fs)), prominence=PEAK_PROMINENCE * reference)
-    heights = a[peaks]
-    if len(heights):
-        heights = heights[heights >= PEAK_KEEP * np.percentile(heights, 90)]
-    return float(np.median(heights)) if len(heights) >= 2 else None
+def _local_maxima(a: np.ndarray, least: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(row, position)`` of every local maximum at least ``least`` (S,) high of each row of ``a`` (S, T).
+
+    As ``scipy.signal.find_peaks``: a rise, then equal values (a plateau, maybe none), then a fall;
+    the position is the plateau's middle (rounded down); the first and last samples never count.
+    Results are in row-major order.
+    """
+    inner = a[:, 1:-1]
+    rise = (inner > a[:, :-2]) & (inner >= least[:, None])
+    rows, cols = np.nonzero(rise & (inner > a[:, 2:]))
+    cols = cols + 1
+    level = rise & (inner == a[:, 2:])
+    if level.any():  # plateaus (clipped or quantised signals): where the level run ends in a fall
+        step = np.sign(np.diff(a, axis=1)).astype(np.int8)
+        p_rows, p_cols = np.nonzero(step)
+        signs = step[p_rows, p_cols]
+        pair = (signs[:-1] == 1) & (signs[1:] == -1) & (p_rows[:-1] == p_rows[1:])
+        first = np.flatnonzero(pair & (p_cols[1:] > p_cols[:-1] + 1))  # a rise, a level run, then a fall
+        mid_rows, mid_cols = p_rows[first], (p_cols[first] + 1 + p_cols[first + 1]) // 2
+        tall = a[mid_rows, mid_cols] >= least[mid_rows]
+        rows = np.concatenate([rows, mid_rows[tall]])
+        cols = np.concatenate([cols, mid_cols[tall]])
+        order = np.lexsort((cols, rows))
+        rows, cols = rows[order], cols[order]
+    return rows, cols
+
+
+def _sparse_table(values: np.ndarray, reduce: np.ufunc, identity: float) -> list[np.ndarray]:
+    """Level ``l`` holds ``reduce(values[:, i : i + 2**l])`` at column ``i`` (the identity past the end)."""
+    levels = [values]
+    span = 1
+    while span * 2 <= values.shape[1]:
+        last = levels[-1]
+        shifted = np.full_like(last, identity)
+        shifted[:, :-span] = last[:, span:]
+        levels.append(reduce(last, shifted))
+        span *= 2
+    return levels
+
+
+def _gather(level: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``level[s, columns[s, k]]`` for every ``[s, k]``."""
+    return level[np.arange(len(level))[:, None], columns]
+
+
+def _range(levels: list[np.ndarray], low: np.ndarray, high: np.ndarray, reduce: np.ufunc, identity: float):
+    """``reduce(values[s, low:high + 1])`` for every ``[s, k]`` (the identity where ``high < low``)."""
+    length = high - low + 1
+    level = np.floor(np.log2(np.maximum(length, 1))).astype(np.int64)
+    width = levels[0].shape[1]
+    out = np.full(low.shape, identity)
+    left = np.clip(low, 0, width - 1)
+    for index in np.unique(level).tolist():
+        span = 1 << index
+        pick = (level == index) & (length >= 1)
+        right = np.clip(high - span + 1, 0, width - 1)
+        value = reduce(_gather(levels[index], left), _gather(levels[index], right))
+        out = np.where(pick, value, out)
+    return out
+
+
+def _shifted(mask: np.ndarray, shift: int) -> np.ndarray:
+    """``out[:, k] = mask[:, k + shift]`` (False past the ends)."""
+    out = np.zeros_like(mask)
+    if shift > 0:
+        out[:, :-shift] = mask[:, shift:]
+    else:
+        out[:, -shift:] = mask[:, :shift]
+    return out
+
+
+def r_peak_heights(a: np.ndarray, fs: float, reference: np.ndarray) -> list[float | None]:
+    """Median QRS peak height of each row of ``a`` (``|x|`` of one lead, (S, T)); None where fewer than two.
+
+    ``reference`` (S,) is each row's :func:`percentile_99`.  The peaks are exactly those of
+    ``scipy.signal.find_peaks(row, distance=PEAK_DISTANCE_S * fs, prominence=PEAK_PROMINENCE * reference)``
+    (tests/test_amplitude.py compares them), found for all rows at once without SciPy (whose
+    ``signal`` module takes about 2 s to import) and without a per-window call:
+
+    * local maxima at least ``PEAK_PROMINENCE × reference`` high (a prominence is never more than
+      the height, since ``a >= 0``; lower maxima cannot remove higher ones by distance);
+    * by distance, higher peaks first: a peak closer than the distance to a higher kept peak goes;
+    * a peak's prominence is its height above the higher of its two bases, a base being the lowest
+      point between the peak and the nearest higher point on that side (or the row's end).  The
+      nearest higher point lies on the slope of a higher local maximum, one of the candidates, so
+      the bases are minima over runs of the segments between candidates.
+
+    Peaks lower than ``PEAK_KEEP`` × the 90th percentile of a row's peaks are not QRS.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    samples, n = a.shape
+    out: list[float | None] = [None] * samples
+    reference = np.asarray(reference, dtype=np.float64)
+    if not samples or n < 3:
+        return out
+    distance = max(1, round(PEAK_DISTANCE_S * fs))
+    least = PEAK_PROMINENCE * reference
+    rows, cols = _local_maxima(a, np.where(reference > 0, least, np.inf))
+    heights = a[rows, cols]
+    if not len(rows):
+        return out
+    # candidates as (S, K) matrices, padded; slot k of row s is its k-th candidate from the left
+    counts = np.bincount(rows, minlength=samples)
+    width = int(counts.max())
+    slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    valid = np.zeros((samples, width), dtype=bool)
+    valid[rows, slot] = True
+    where = np.zeros((samples, width), dtype=np.int64)
+    where[rows, slot] = cols
+    height = np.full((samples, width), -np.inf)
+    height[rows, slot] = heights
+    # minima of the segments [row start, c0), [c0, c1), ..., [c_last, row end): (S, K + 1)
+    flat = a.ravel()
+    bounds = np.concatenate([np.arange(samples) * n, rows * n + cols])
+    order = np.argsort(bounds, kind="stable")
+    bounds = bounds[order]
+    minima = np.minimum.reduceat(flat, bounds)
+    segment = np.full((samples, width + 1), np.inf)
+    seg_rows = np.concatenate([np.arange(samples), rows])[order]
+    seg_slot = np.concatenate([np.zeros(samples, dtype=np.int64), slot + 1])[order]
+    segment[seg_rows, seg_slot] = minima
+    counts_col = counts[:, None]
+    k = np.broadcast_to(np.arange(width), (samples, width))
+    # the nearest higher candidate on each side (binary lifting over a sparse table of maxima)
+    tallest = _sparse_table(height, np.maximum, -np.inf)
+    left_wall, right_wall = k.copy(), k.copy()  # [left_wall, k) and (k, right_wall] hold nothing higher
+    for level in range(len(tallest) - 1, -1, -1):
+        span = 1 << level
+        start_ = left_wall - span
+        fits = start_ >= 0
+        ok = fits & (_gather(tallest[level], np.maximum(start_, 0)) <= height)
+        left_wall = np.where(ok, start_, left_wall)
+        stop_ = right_wall + span
+        fits = stop_ <= width - 1
+        ok = fits & (_gather(tallest[level], np.minimum(right_wall + 1, width - 1)) <= height)
+        right_wall = np.where(ok, stop_, right_wall)
+    left_wall -= 1  # the higher candidate, or -1
+    right_wall = np.minimum(right_wall + 1, counts_col)  # the higher candidate, or the row's count (none)
+    lowest = _sparse_table(segment, np.minimum, np.inf)
+    left_base = np.minimum(_range(lowest, left_wall + 1, k, np.minimum, np.inf), height)
+    right_base = _range(lowest, k + 1, right_wall, np.minimum, np.inf)
+    prominence = height - np.maximum(left_base, right_base)
+    # distance, higher first (ties: the later one first, as find_peaks' argsort leaves them)
+    rivals: list[tuple[int, np.ndarray]] = []  # (offset, [s, k]: the candidate at k + offset beats k)
+    offset = 1
+    while offset < width:
+        ahead = valid[:, offset:] & valid[:, :-offset] & (where[:, offset:] - where[:, :-offset] < distance)
+        if not ahead.any():
+            break
+        later, earlier = height[:, offset:], height[:, :-offset]
+        beats_earlier = np.zeros((samples, width), dtype=bool)
+        beats_earlier[:, :-offset] = ahead & (later >= earlier)
+        beats_later = np.zeros((samples, width), dtype=bool)
+        beats_later[:, offset:] = ahead & (earlier > later)
+        rivals += [(offset, beats_earlier), (-offset, beats_later)]
+        offset += 1
+    alive = np.zeros_like(valid)
+    decided = ~valid
+    while not decided.all():
+        rival_alive = np.zeros_like(valid)
+        rival_open = np.zeros_like(valid)
+        for shift, beats in rivals:
+            rival_alive |= beats & _shifted(alive, shift)
+            rival_open |= beats & ~_shifted(decided, shift)
+        dead = ~decided & rival_alive
+        born = ~decided & ~rival_alive & ~rival_open
+        alive |= born
+        decided |= dead | born
+    kept = alive & (prominence >= least[:, None])
+    peaks = np.where(kept, height, np.inf)
+    peaks.sort(axis=1)  # each row's peaks first, ascending
+    count = kept.sum(axis=1)
+    some = np.flatnonzero(count >= 1)
+    if not len(some):
+        return out
+    ordered, count = peaks[some], count[some]
+    p90 = _row_percentile(ordered, np.zeros_like(count), count, 90)
+    low = (ordered < PEAK_KEEP * p90[:, None]).sum(axis=1)  # the low ones come first: drop them
+    left = count - low
+    enough = left >= 2
+    median = _row_percentile(ordered[enough], low[enough], left[enough], 50)
+    for row, value in zip(some[enough].tolist(), median.tolist()):
+        out[row] = value
+    return out
 
 
 def window_stats(modality: str, windows: np.ndarray, channels: Sequence[str], fs: float) -> dict[str, list]:
@@ -84,7 +263,8 @@ def window_stats(modality: str, windows: np.ndarray, channels: Sequence[str], fs
 
     Returns ``{"channels": [C names], "p99": [S lists of C values], "r_peak": [S values]}``
     (``r_peak`` for ECG only); values are floats or ``None`` (absent channel, no lead II).
-    ``fs`` is the windows' sampling rate (the recipe's ``signal.fs``).
+    ``fs`` is the windows' sampling rate (the recipe's ``signal.fs``).  Windows of one valid length
+    (almost all of them: only a zero-padded last window is shorter) are measured together.
     """
     data = np.asarray(windows)
     if data.ndim != 4:
@@ -94,17 +274,21 @@ def window_stats(modality: str, windows: np.ndarray, channels: Sequence[str], fs
         raise ValueError(f"{len(channels)} channel names for {count} channels")
     flat = data.reshape(samples, count, data.shape[2] * data.shape[3])
     lead = list(channels).index(R_LEAD) if modality == "ecg" and R_LEAD in channels else None
-    p99: list[list[float | None]] = []
-    r_peak: list[float | None] = []
-    for window in flat:
-        window = window[:, : _valid_length(window)].astype(np.float64)
-        magnitude = np.abs(window)
-        present = magnitude.any(axis=1) if window.shape[1] else np.zeros(count, dtype=bool)
-        values = percentile_99(magnitude) if window.shape[1] else np.zeros(count)
-        p99.append([_round(v) if ok else None for v, ok in zip(values.tolist(), present.tolist())])
-        if modality == "ecg":
-            height = r_peak_height(window[lead], fs, values[lead]) if lead is not None and present[lead] else None
-            r_peak.append(None if height is None else _round(height))
+    p99: list[list[float | None]] = [[None] * count for _ in range(samples)]
+    r_peak: list[float | None] = [None] * samples
+    lengths = _valid_lengths(flat)
+    for length in np.unique(lengths[lengths > 0]).tolist():
+        rows = np.flatnonzero(lengths == length)
+        magnitude = np.abs(flat[rows, :, :length])
+        present = magnitude.any(axis=-1)
+        values = percentile_99(magnitude)  # float32 order statistics, interpolated in float64: as on float64
+        for row, row_values, row_present in zip(rows.tolist(), values.tolist(), present.tolist()):
+            p99[row] = [_round(v) if ok else None for v, ok in zip(row_values, row_present)]
+        if lead is not None:
+            measured = np.flatnonzero(present[:, lead])
+            heights = r_peak_heights(magnitude[measured, lead], fs, values[measured, lead])
+            for row, height in zip(rows[measured].tolist(), heights):
+                r_peak[row] = None if height is None else _round(height)
     out: dict[str, list] = {"channels": list(channels), "p99": p99}
     if modality == "ecg":
         out["r_peak"] = r_peak

@@ -206,8 +206,6 @@ def build(
     ]
 
     modalities = tuple(preprocess.preparer(corpus.kind).MODALITIES)
-    if "ecg" in modalities and tasks:  # the ECG R-peak statistics use scipy.signal (~1 s to import):
-        import scipy.signal  # noqa: F401  once here, before the workers fork, not once in each
     total_units = len(units)
     own_executor = executor is None
     executor = executor or _default_executor(jobs or os.cpu_count() or 1)
