@@ -136,6 +136,16 @@ def test_r_peaks_are_find_peaks_on_generated_noisy_and_flat_topped_signals():
     assert_same_as_find_peaks(np.abs(rng.normal(size=(20, 2000))))  # no QRS: hundreds of candidates per row
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 100, 101, 2000, 2560])
+def test_percentile_99_is_numpys_exactly(n):
+    rng = np.random.default_rng(n)
+    for dtype in (np.float32, np.float64):
+        x = np.abs(rng.normal(size=(3, 4, n))).astype(dtype)
+        x[0, 0, : n // 2] = 1.0  # ties
+        expected = np.percentile(x.astype(np.float64), 99, axis=-1)
+        assert np.array_equal(amplitude.percentile_99(x), expected)
+
+
 def test_no_lead_ii_and_eeg():
     rng = np.random.default_rng(1)
     x = ecg_12lead(2, 200, 10, rng)[:, :2].astype(np.float32)

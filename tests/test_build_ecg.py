@@ -101,6 +101,29 @@ def test_killed_build_resumes_to_the_same_bytes(archive, reference, tmp_path):
     assert tree_bytes(out) == tree_bytes(reference)
 
 
+def test_shards_left_short_by_a_machine_crash_are_written_again(archive, reference, tmp_path):
+    """Shards are renamed into place without fsync: after a crash of the machine (not of the build) a
+    finished unit's shard can be empty or short although its marker survived.  The resumed build
+    finds that from the sizes and runs those units again."""
+    out = tmp_path / "store"
+    code = (
+        "import os, signal; from physiofm.store.build import build\n"
+        "def progress(stage, done, total):\n"
+        "    if stage == 'units' and done == 5: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"build({str(archive)!r}, {str(out)!r}, jobs=1, shard_size=6, progress=progress)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    shards = sorted((out / "wds").glob("shard-*.tar"))
+    assert len(shards) == 5 and len(list((out / "_build").glob("unit-*.json"))) == 5
+    shards[1].write_bytes(b"")  # what ext4 can leave of a file whose data never reached the disk
+    shards[3].write_bytes(shards[3].read_bytes()[:10_000])
+    summary = build(str(archive), str(out), jobs=2, shard_size=6)
+    assert summary["status"] == "built"
+    assert tree_bytes(out) == tree_bytes(reference)
+
+
 SMALL_ZARR = {"output": {"zarr_shard_rows": 8, "zarr_chunk_rows": 4}}  # several Zarr tasks for 48 rows
 
 

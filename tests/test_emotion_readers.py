@@ -385,3 +385,21 @@ def test_mahnob_real_biosemi_file(shared_data: Path, tmp_path: Path) -> None:
     (reject,) = mahnob.read(str(tmp_path), mahnob.list_items(str(tmp_path)))
     assert isinstance(reject, Reject) and reject.reason == "no ECG channels (EXG1-3) in BDF"
     assert reject.source == "Sessions/1/Part_1_S_Trial1_emotion.bdf"
+
+
+def test_dreamer_unit_decision_by_counting_is_nanmedians():
+    """The counts-or-mV decision counts values over the limit instead of taking a median: same answer."""
+    import warnings
+
+    from physiofm.corpora.dreamer import _median_magnitude_above
+
+    rng = np.random.default_rng(0)
+    for _ in range(5000):
+        n = int(rng.integers(1, 12))
+        x = rng.integers(-80, 80, n).astype(float)
+        if rng.random() < 0.3:
+            x[rng.integers(0, n)] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN
+            expected = bool(np.nanmedian(np.abs(x)) > 50)
+            assert _median_magnitude_above(x, 50) == expected, x

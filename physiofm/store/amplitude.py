@@ -45,14 +45,22 @@ def _round(value: float) -> float | None:
 
 
 def percentile_99(magnitude: np.ndarray) -> np.ndarray:
-    """``np.percentile(magnitude, 99, axis=-1)`` (linear interpolation), by partition: about twice as fast."""
+    """``np.percentile(magnitude, 99, axis=-1)`` (linear interpolation, float64), exactly, about 8x faster.
+
+    One partition at the lower order statistic; the next one is the least of the values the partition
+    put after it (a second ``kth`` would partition again).  Float32 input is partitioned as it is (the
+    same order statistics) and interpolated in float64.
+    """
     n = magnitude.shape[-1]
     position = 0.99 * (n - 1)
     low = int(position)
-    high = min(low + 1, n - 1)
-    part = np.partition(magnitude, [low, high], axis=-1)
-    below, above = part[..., low].astype(np.float64), part[..., high].astype(np.float64)
-    return below + (position - low) * (above - below)
+    part = np.partition(magnitude, low, axis=-1)
+    below = part[..., low].astype(np.float64)
+    above = part[..., low + 1 :].min(axis=-1).astype(np.float64) if low + 1 < n else below
+    fraction = position - low
+    if fraction >= 0.5:  # numpy's lerp, to the last bit: from the upper value when nearer to it
+        return above - (above - below) * (1 - fraction)
+    return below + (above - below) * fraction
 
 
 def _valid_lengths(flat: np.ndarray) -> np.ndarray:

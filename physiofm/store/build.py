@@ -7,8 +7,10 @@ How a build stays correct when it is killed, resumed, or run with any number of 
   ``wds/shard-{k:06d}.tar``; nothing about the plan depends on ``--jobs``.
 * A unit is processed by one process (a worker of the executor): it reads its records,
   transforms them in batches, streams samples into its shard (published atomically) and
-  then writes its marker ``_build/unit-{k:06d}.json`` (rows and rejects), also atomically.
-  A unit with a marker is done; a resumed build skips it.
+  then writes its marker ``_build/unit-{k:06d}.json`` (rows and rejects, the shard's size and
+  sha256), also atomically.  A unit with a marker is done; a resumed build skips it, unless its
+  shard is not the size the marker says (shards are renamed into place without waiting for the
+  disk, so only a crash of the machine can leave one short): then the unit runs again.
 * When every unit is done, the row count of each unit (hence where its samples go) is known:
   the parent creates the Zarr arrays at their final size and hands out *Zarr tasks*, each
   filling whole Zarr shards (``zarr_shard_rows`` samples) from the tar shards that hold them,
@@ -199,6 +201,11 @@ def build(
     for path in store.fs.glob(store.state(L.UNIT_MARKERS)):
         marker = json.loads(store.fs.cat_file(path))
         markers[marker["index"]] = marker
+    if markers:  # shards are published without fsync: after a crash of the machine one may be short
+        sizes = store.shard_sizes()
+        for index, marker in list(markers.items()):
+            if marker["shard"] and sizes.get(marker["shard"]["shard"]) != marker["shard"]["bytes"]:
+                del markers[index]  # its unit runs again and replaces the shard whole
     tasks = [
         UnitTask(i, corpus.name, source, out, resolved, unit, dict(storage_options or {}))
         for i, unit in enumerate(units)

@@ -223,6 +223,14 @@ class Layout:
             df.write_parquet(stream)
         return table_record(df, stream.size, stream.hexdigest())
 
+    def shard_sizes(self) -> dict[str, int]:
+        """Published tar shards (one listing of ``wds/``): name -> bytes."""
+        try:
+            found = self.fs.ls(self.path(WDS), detail=True)
+        except FileNotFoundError:
+            return {}
+        return {entry["name"].rstrip("/").rsplit("/", 1)[-1]: int(entry["size"]) for entry in found}
+
     def list_zarr(self) -> dict[str, dict]:
         """Every object under ``zarr/`` (one recursive listing): name relative to ``zarr/`` -> its entry."""
         prefix = self.zarr.rstrip("/") + "/"

@@ -9,7 +9,6 @@ torch here: build workers and the validator use it too.
 
 from __future__ import annotations
 
-import io
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -106,37 +105,64 @@ class ShardInfo:
     sha256: str
 
 
+_RECORD = 20 * 512  # tarfile pads an archive to whole records of 20 blocks
+
+
+def ustar_header(name: str, size: int) -> bytes:
+    """The 512-byte ustar header ``tarfile`` writes for a regular member of ``size`` bytes with the
+    shards' fixed fields (mode 0644, uid/gid 0, mtime 0, no owner names), built directly: about 20x
+    faster than ``TarInfo.tobuf``, byte for byte the same (tests/test_tar.py).  A name over 100 bytes
+    is left to ``tarfile`` (it splits it into ustar's prefix and name)."""
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) > 100 or size >= 8**11:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = size, 0o644, 0
+        info.uname = info.gname = ""
+        return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+    head = bytearray(512)
+    head[: len(encoded)] = encoded
+    head[100:148] = b"0000644\x000000000\x000000000\x00%011o\x0000000000000\x00" % size
+    head[148:157] = b"        0"  # the checksum counted as spaces; type "0", a regular file
+    head[257:265] = b"ustar\x0000"
+    head[148:155] = b"%06o\x00" % sum(head)
+    return bytes(head)
+
+
 class TarShardWriter:
     """Write ``(key, {extension: bytes})`` samples into one tar, published atomically on close.
 
-    The file is opened on the first sample, so a shard with no samples is never created.
+    The file is opened on the first sample, so a shard with no samples is never created.  The
+    bytes are those of ``tarfile`` in ustar format (headers from :func:`ustar_header`, data padded
+    to 512 bytes, two zero blocks and padding to a 10-KiB record at the end), written directly.
+
+    The shard is renamed into place without waiting for the disk (no ``fsync``): a resumed build
+    checks each finished unit's shard against the size its marker records (``physiofm.store.build``).
     """
 
     def __init__(self, fs, path: str) -> None:
         self.fs, self.path = fs, path
         self.samples = 0
-        self._context = self._hashing = self._tar = None
+        self._context = self._hashing = None
 
     def add(self, key: str, members: dict[str, bytes]) -> None:
-        if self._tar is None:
-            self._context = atomic_write(self.fs, self.path)
+        if self._hashing is None:
+            self._context = atomic_write(self.fs, self.path, durable=False)  # resume checks sizes
             self._hashing = HashingStream(self._context.__enter__(), "wb")
-            self._tar = tarfile.open(fileobj=self._hashing, mode="w", format=tarfile.USTAR_FORMAT)
+        write = self._hashing.write
         for extension in sorted(members):
             payload = members[extension]
-            info = tarfile.TarInfo(f"{key}.{extension}")
-            info.size = len(payload)
-            info.mode = 0o644
-            info.mtime = 0
-            info.uname = info.gname = ""
-            self._tar.addfile(info, io.BytesIO(payload))
+            write(ustar_header(f"{key}.{extension}", len(payload)))
+            write(payload)
+            if len(payload) % 512:
+                write(_ZERO_BLOCK[: 512 - len(payload) % 512])
         self.samples += 1
 
     def close(self) -> ShardInfo | None:
         """Publish the shard; None if no sample was added."""
-        if self._tar is None:
+        if self._hashing is None:
             return None
-        self._tar.close()
+        end = self._hashing.size + 2 * 512
+        self._hashing.write(bytes(2 * 512 + -end % _RECORD))
         self._context.__exit__(None, None, None)
         return ShardInfo(self.path.rsplit("/", 1)[-1], self.samples, self._hashing.size, self._hashing.hexdigest())
 
@@ -148,4 +174,4 @@ class TarShardWriter:
                 self._context.__exit__(type(error), error, None)
             except RuntimeError:
                 pass
-        self._tar = self._context = None
+        self._context = self._hashing = None
