@@ -23,7 +23,6 @@ import json
 from collections.abc import Iterator
 from itertools import groupby
 
-import h5py
 import numpy as np
 import polars as pl
 
@@ -35,6 +34,14 @@ FS = 400.0
 LEADS = ["DI", "DII", "DIII", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 VALUE_TO_MV = 1.0  # tracings are mV (the authors; see the module docstring); not 1e-4 V per unit
 LABELS = ("1dAVb", "RBBB", "LBBB", "SB", "ST", "AF", "normal_ecg")
+
+
+def _h5(handle):
+    """``h5py.File`` of an open handle; h5py (~0.2 s to import) is imported only where an archive is read,
+    not by every ECG build that tries the layouts in turn."""
+    import h5py
+
+    return h5py.File(handle, "r")
 
 
 def detect(root: str) -> bool:
@@ -60,7 +67,7 @@ def list_items(root: str) -> list[Item]:
     rows: dict[str, dict[int, int]] = {}
     for path in sorted(fs.glob(join(base, "*.hdf5"))):
         try:
-            with fs.open(path, "rb") as handle, h5py.File(handle, "r") as h5:
+            with fs.open(path, "rb") as handle, _h5(handle) as h5:
                 ids = h5["exam_id"][:]
         except (OSError, KeyError, ValueError):  # the part's exams are rejected when read, with the reason
             continue
@@ -93,7 +100,7 @@ def read(root: str, items: list[Item]) -> Iterator[Record | Reject]:
         group = list(group)
         present = [item for item in group if item.extra[0] >= 0]
         try:
-            with fs.open(join(base, part), "rb") as handle, h5py.File(handle, "r") as h5:
+            with fs.open(join(base, part), "rb") as handle, _h5(handle) as h5:
                 tracings = h5["tracings"][sorted({item.extra[0] for item in present})] if present else None
         except FileNotFoundError:
             for item in group:

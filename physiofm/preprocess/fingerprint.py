@@ -64,7 +64,7 @@ def _hash(micro: np.ndarray, fs: float, present: np.ndarray, low: float, high: f
         dtype, values = "<i4", np.clip(micro, -2147483648.0, 2147483647.0).astype("<i4")
     h = hashlib.sha256(f"{float(fs):.6g}|{micro.shape[0]}x{micro.shape[1]}|{dtype}|".encode())
     h.update(np.packbits(np.asarray(present, dtype=bool)).tobytes())
-    h.update(values.tobytes())
+    h.update(np.ascontiguousarray(values))  # the buffer itself: no copy of it
     return h.hexdigest()[:32]
 
 

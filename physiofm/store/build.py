@@ -105,11 +105,33 @@ def _shard_rows(ordered: list[dict]) -> list[dict]:
     return rows
 
 
+def _worker_setup() -> None:
+    """In each worker of the build's own process pool: keep freed memory for the next batch.
+
+    glibc hands blocks over its mmap threshold straight back to the system and maps them again,
+    zero-filled, for the next batch (page faults, time in the kernel); raising the mmap and trim
+    thresholds keeps that memory in the worker's heap.  Measured on a 2,000-record ECG build with 2
+    workers: kernel time 1.7-2.0 s -> 1.2-1.4 s, the build 0.2-0.45 s (5-9 %) faster.  Only the build's own workers are changed,
+    never the caller's process; on a C library other than glibc this does nothing.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    mallopt(m_mmap_threshold, 256 * 2**20)
+    mallopt(m_trim_threshold, 512 * 2**20)
+    mallopt(m_top_pad, 64 * 2**20)
+
+
 def _default_executor(jobs: int) -> Executor | None:
     if jobs <= 1:
         return None
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_setup)
 
 
 def _run(function: Callable[[object], dict], tasks: list, executor: Executor | None) -> Iterator[dict]:
