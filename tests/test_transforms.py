@@ -177,3 +177,32 @@ def test_filter_section_chooses_the_method_and_defaults_to_version_1():
     assert np.array_equal(fft, T.resample_filter(x, 500, 200, 0.5, 45.0, 4))
     with pytest.raises(ValueError, match="unknown filter method"):
         T.filter_section(x, 500, 200, {**section, "method": "fir"})
+
+
+def test_clip_flags_are_the_share_of_extreme_samples_per_window():
+    """q_clip against its definition, on records clipped in some windows, some leads, at either rail."""
+    from physiofm.preprocess.quality import window_flags
+
+    rng = np.random.default_rng(3)
+    fs, seconds, count = 500.0, 10.0, 3
+    raw = rng.normal(0, 0.3, (6, 12, int(fs * seconds * count)))
+    raw[1, 4, 5000:5400] = raw[1, 4].max() + 1  # 8 % of window 1 at the top: flagged
+    raw[2, 0, 100:140] = raw[2, 0].min() - 1  # 0.8 %: under the 1 % threshold
+    raw[3, 7, 7_000:7_100] = 3.0  # 2 % at the top in window 1 ...
+    raw[3, 7, 14_960:15_040] = -3.0  # ... and 1.6 % at the bottom, split 0.8 % + 0.8 % across windows 2 and 3
+    raw[4, 2] = 0.25  # a constant lead: never clipping
+    present = np.ones((6, 12), dtype=bool)
+    present[5, 3] = False
+    raw[5, 3, :2000] = 5.0  # an absent lead does not count
+    nan = np.zeros_like(raw, dtype=bool)
+    windows = np.zeros((6, count, 12, 10, 200), dtype=np.float32) + 1.0
+    flags = window_flags(
+        raw, nan, present, windows, fs, seconds, flat_ptp=0.01, clip_fraction=0.01, amplitude_max=10.0
+    )["q_clip"]
+    top, bottom = raw.max(axis=-1, keepdims=True), raw.min(axis=-1, keepdims=True)
+    extreme = ((raw == top) | (raw == bottom)) & ((top > bottom)[..., 0] & present)[..., None]
+    share = extreme.reshape(6, 12, count, int(fs * seconds)).mean(axis=-1)  # (R, C, W)
+    expected = (share > 0.01).any(axis=1)
+    assert np.array_equal(flags, expected)
+    assert flags[1].tolist() == [False, True, False] and flags[3].tolist() == [False, True, False]
+    assert not flags[[0, 2, 4, 5]].any()

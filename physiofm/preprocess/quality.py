@@ -36,12 +36,21 @@ def window_flags(
     raw, nan = raw[..., offset:], nan[..., offset:]
     top, bottom = raw.max(axis=-1, keepdims=True), raw.min(axis=-1, keepdims=True)
     varying = (top > bottom)[..., 0] & present
-    at_extreme = ((raw == top) | (raw == bottom)) & varying[..., None]
+    is_top, is_bottom = raw == top, raw == bottom
+    # A window's share of extreme samples is at most the record's count over the window length: only
+    # channels whose count passes that bound can flag one (rarely any), so only those are cut up.
+    extremes = np.count_nonzero(is_top, axis=-1) + np.count_nonzero(is_bottom, axis=-1)
+    suspect = varying & (extremes / (window_s * fs) > clip_fraction)
+    clip = np.zeros((raw.shape[0], count), dtype=bool)
+    if suspect.any():
+        rows = np.flatnonzero(suspect.any(axis=1))
+        at_extreme = (is_top[rows] | is_bottom[rows]) & suspect[rows][..., None]
+        clip[rows] = (T.window_fraction(at_extreme, fs, window_s, count) > clip_fraction).any(axis=1)
     peak = windows.max(axis=(-2, -1)) - windows.min(axis=(-2, -1))  # (R, W, C)
     return {
         "q_nan": T.window_any(nan.any(axis=1), fs, window_s, count),
         "q_flat": ((peak < flat_ptp) & present[:, None, :]).any(axis=-1),
-        "q_clip": (T.window_fraction(at_extreme, fs, window_s, count) > clip_fraction).any(axis=1),
+        "q_clip": clip,
         "q_amplitude": (np.abs(windows).max(axis=(-2, -1)) > amplitude_max).any(axis=-1),
     }
 
