@@ -111,8 +111,8 @@ def _worker_setup() -> None:
     glibc hands blocks over its mmap threshold straight back to the system and maps them again,
     zero-filled, for the next batch (page faults, time in the kernel); raising the mmap and trim
     thresholds keeps that memory in the worker's heap.  Measured on a 2,000-record ECG build with 2
-    workers: kernel time 1.7-2.0 s -> 1.2-1.4 s, the build 0.2-0.45 s (5-9 %) faster.  Only the build's own workers are changed,
-    never the caller's process; on a C library other than glibc this does nothing.
+    workers: kernel time 1.7-2.2 s -> 1.1-1.4 s, the build 3-9 % faster.  Only the build's own
+    workers are changed, never the caller's process; on a C library other than glibc this does nothing.
     """
     try:
         import ctypes
