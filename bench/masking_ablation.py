@@ -98,22 +98,28 @@ def eval_masks(lead_mask: torch.Tensor, patches: int, generator: torch.Generator
     return {k: (v & lead_mask)[:, :, None].expand(-1, -1, patches) for k, v in out.items()}
 
 
-@torch.no_grad()
-def reconstruction(model: CBraMod, store: Path) -> dict[str, float]:
-    """Relative masked-patch error per held-out mask kind."""
-    model.eval()
+def held_out_masks(store: Path):
+    """``(samples, kind, mask)`` per batch of ``store`` and held-out mask kind, patches past a sample's end
+    left out; the same masks on every call (one seeded generator), so every method sees the same ones."""
     generator = torch.Generator().manual_seed(1234)
-    error = {k: 0.0 for k in ("chest", "limb-one", "limb-group")}
-    energy = dict.fromkeys(error, 0.0)
     for batch in StreamingDataset(str(store), batch_size=64, shuffle=False).loader():
         keep = ~batch["pad"]
         x, lead_mask = batch["ecg"][keep], batch["lead_mask"][keep]
         valid = torch.arange(x.shape[2])[None, :] < batch["n_patches"][keep][:, None]
         for kind, mask in eval_masks(lead_mask, x.shape[2], generator).items():
-            mask = mask & valid[:, None, :]
-            prediction = model(x.masked_fill(mask[..., None], 0.0), mask=mask)
-            error[kind] += float((prediction - x)[mask].pow(2).sum())
-            energy[kind] += float(x[mask].pow(2).sum())
+            yield x, kind, mask & valid[:, None, :]
+
+
+@torch.no_grad()
+def reconstruction(model: CBraMod, store: Path) -> dict[str, float]:
+    """Relative masked-patch error per held-out mask kind."""
+    model.eval()
+    error = {k: 0.0 for k in ("chest", "limb-one", "limb-group")}
+    energy = dict.fromkeys(error, 0.0)
+    for x, kind, mask in held_out_masks(store):
+        prediction = model(x.masked_fill(mask[..., None], 0.0), mask=mask)
+        error[kind] += float((prediction - x)[mask].pow(2).sum())
+        energy[kind] += float(x[mask].pow(2).sum())
     return {k: error[k] / energy[k] for k in error}
 
 
@@ -136,24 +142,19 @@ def linear_reconstruction(train: Path, heldout: Path, fit_rows: int = 400) -> di
             maps[hidden] = np.linalg.solve(g_vv, gram[np.ix_(visible, list(hidden))]).T
         return np.einsum("hv,vnp->hnp", maps[hidden], signal[visible])
 
-    generator = torch.Generator().manual_seed(1234)  # the same masks as :func:`reconstruction`
     error = {k: 0.0 for k in ("chest", "limb-one", "limb-group")}
     energy = dict.fromkeys(error, 0.0)
-    for batch in StreamingDataset(str(heldout), batch_size=64, shuffle=False).loader():
-        keep = ~batch["pad"]
-        signals, lead_mask = batch["ecg"][keep], batch["lead_mask"][keep]
-        valid = torch.arange(signals.shape[2])[None, :] < batch["n_patches"][keep][:, None]
-        for kind, mask in eval_masks(lead_mask, signals.shape[2], generator).items():
-            mask = (mask & valid[:, None, :]).numpy()
-            for i in range(signals.shape[0]):
-                hidden = tuple(np.flatnonzero(mask[i].any(axis=1)).tolist())
-                if not hidden:
-                    continue
-                target = signals[i].numpy().astype(np.float64)
-                guess = predict(target, hidden)
-                m = mask[i][list(hidden)]
-                error[kind] += float(((guess - target[list(hidden)]) ** 2)[m].sum())
-                energy[kind] += float((target[list(hidden)] ** 2)[m].sum())
+    for signals, kind, mask in held_out_masks(heldout):  # the same masks as :func:`reconstruction`
+        mask = mask.numpy()
+        for i in range(signals.shape[0]):
+            hidden = tuple(np.flatnonzero(mask[i].any(axis=1)).tolist())
+            if not hidden:
+                continue
+            target = signals[i].numpy().astype(np.float64)
+            guess = predict(target, hidden)
+            m = mask[i][list(hidden)]
+            error[kind] += float(((guess - target[list(hidden)]) ** 2)[m].sum())
+            energy[kind] += float((target[list(hidden)] ** 2)[m].sum())
     return {k: error[k] / energy[k] for k in error}
 
 
