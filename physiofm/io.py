@@ -40,6 +40,54 @@ def is_local(fs) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
+def find_files(fs, base: str, suffix: str = "", *, maxdepth: int | None = None) -> list[str]:
+    """Every file below ``base`` whose name ends with ``suffix`` (case as written), sorted.
+
+    ``maxdepth`` counts levels as fsspec does (files directly in ``base`` are at depth 1). One
+    listing of the tree.  Locally it is ``os.walk`` (symbolic links to folders are followed, as a
+    user who links a dataset folder in expects, each folder listed once, under its first name in
+    sorted order; a folder is never reported as a file), about 8x faster than fsspec's ``find``,
+    which stats every entry; elsewhere (S3, ...) ``fs.find``.
+    """
+    base = str(base).rstrip("/") or "/"
+    if not is_local(fs):
+        return sorted(p for p in fs.find(base, maxdepth=maxdepth) if p.endswith(suffix))
+    base = fs._strip_protocol(base)
+    found: list[str] = []
+    seen: set[tuple[int, int]] = set()  # folders already listed: a link back up is not a loop
+    prefix = len(base.rstrip("/"))
+    for folder, dirs, files in os.walk(base, followlinks=True):
+        stat = os.stat(folder)
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        dirs.sort()  # the same walk every time: a folder reached twice is listed under its first name
+        if maxdepth is not None and folder[prefix:].count(os.sep) + 1 >= maxdepth:
+            dirs[:] = []  # the files here are at maxdepth; nothing below is
+        folder = folder.replace(os.sep, "/")
+        found.extend(f"{folder}/{name}" for name in files if name.endswith(suffix))
+    return sorted(found)
+
+
+def read_bytes(fs, path: str) -> bytes:
+    """A whole file's bytes (``fs.cat_file``); locally a plain ``open``, a third of fsspec's cost
+    for the small files of a record (FileNotFoundError either way when it is missing)."""
+    if is_local(fs):
+        with open(fs._strip_protocol(path), "rb") as handle:
+            return handle.read()
+    return fs.cat_file(path)
+
+
+def read_head(fs, path: str, size: int) -> bytes:
+    """The first ``size`` bytes of a file (fewer if it is shorter); locally without fsspec's file object."""
+    if is_local(fs):
+        with open(fs._strip_protocol(path), "rb") as handle:
+            return handle.read(size)
+    with fs.open(path, "rb") as handle:
+        return handle.read(size)
+
+
 def full_url(fs, path: str) -> str:
     """A URL for ``path`` on ``fs`` that other processes can open (``s3://bucket/key``)."""
     return path if is_local(fs) else fs.unstrip_protocol(path)

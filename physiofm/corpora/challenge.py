@@ -11,14 +11,14 @@ from collections.abc import Iterator
 
 from physiofm.corpora import wfdb_tree as wfdb_dir
 from physiofm.corpora.base import Item, Record, Reject
-from physiofm.io import join, url_to_fs
+from physiofm.io import find_files, url_to_fs
 
 NAME = "challenge"
 
 
 def detect(root: str) -> bool:
     fs, base = url_to_fs(root)
-    for header in sorted(fs.glob(join(base, "**/*.hea"), maxdepth=6))[:5]:
+    for header in find_files(fs, base, ".hea", maxdepth=6)[:5]:
         lines = [line for line in fs.cat_file(header).decode("latin-1").splitlines()[1:] if line.strip()]
         if lines and lines[0].split()[0].endswith(".mat"):
             return True
@@ -30,7 +30,7 @@ def list_items(root: str) -> list[Item]:
     fs, base = url_to_fs(root)
     items = wfdb_dir.list_headers(root)
     known = {item.id for item in items}
-    for path in sorted(fs.glob(join(base, "**/*.mat"))):
+    for path in find_files(fs, base, ".mat"):
         rel = path[len(base.rstrip("/")) + 1 :]
         if rel[:-4] not in known:
             items.append(Item(id=rel[:-4], path=rel[:-4] + ".hea"))

@@ -75,7 +75,7 @@ def list_items(root: str) -> list[Item]:
     fs, base = url_to_fs(root)
     folder = _rate_folder(fs, base)
     if not fs.exists(join(base, DATABASE)):
-        return wfdb_dir.list_headers(root, f"{folder}/**/*.hea")
+        return wfdb_dir.list_headers(root, folder)
     with fs.open(join(base, DATABASE), "rb") as handle:
         table = pl.read_csv(handle, infer_schema_length=0)
     statements = _statements(fs, base)

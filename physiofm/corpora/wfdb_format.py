@@ -33,7 +33,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from physiofm.io import is_local, join
+from physiofm.io import is_local, join, read_bytes
 
 _FMT = re.compile(r"^(\d+)(?:x(\d+))?(?::(\d+))?(?:\+(\d+))?$")
 _GAIN = re.compile(r"^([-+\d.eE]+)(?:\(([-+\d]+)\))?(?:/(\S+))?$")
@@ -268,9 +268,10 @@ def _read_format16(fs, folder: str, header: Header) -> np.ndarray:
     out = None
     for file, index in _groups(header).items():
         path = join(folder, file)
-        if not fs.exists(path):
-            raise ValueError(f"missing signal file {file}")
-        raw = fs.cat_file(path)
+        try:
+            raw = read_bytes(fs, path)
+        except (FileNotFoundError, IsADirectoryError):
+            raise ValueError(f"missing signal file {file}") from None
         start = header.signals[index[0]].offset
         if file.endswith(".mat"):
             _check_mat4(raw, file, len(index), n)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from physiofm.corpora.base import Item, Record, Reject, Signal
 from physiofm.corpora.channels import classify, skipped_label
 from physiofm.corpora.wfdb_format import Header, HeaderError, parse_header, read_signals
-from physiofm.io import join, url_to_fs
+from physiofm.io import find_files, join, read_bytes, read_head, url_to_fs
 from physiofm.units import unit_scale
 
 NAME = "wfdb"
@@ -17,7 +17,7 @@ NAME = "wfdb"
 
 def detect(root: str) -> bool:
     fs, base = url_to_fs(root)
-    return bool(fs.glob(join(base, "**/*.hea"), maxdepth=6))
+    return bool(find_files(fs, base, ".hea", maxdepth=6))
 
 
 def _relative(base: str, path: str) -> str:
@@ -27,16 +27,16 @@ def _relative(base: str, path: str) -> str:
 def _estimate(fs, path: str) -> int:
     """Rough 10-s window count from the record line (1 if the header is unreadable)."""
     try:
-        with fs.open(path, "rb") as handle:
-            first = handle.readline(512).split()
+        first = read_head(fs, path, 512).split(b"\n", 1)[0].split()
         return max(1, round(float(first[3]) / float(first[2].split(b"/")[0].split(b"(")[0]) / 10))
     except Exception:  # noqa: BLE001 - an estimate only; the read stage reports the real problem
         return 1
 
 
-def list_headers(root: str, pattern: str = "**/*.hea") -> list[Item]:
+def list_headers(root: str, under: str = "") -> list[Item]:
+    """Every ``.hea`` below ``root`` (below ``root/under`` if given), as items in path order."""
     fs, base = url_to_fs(root)
-    paths = sorted(fs.glob(join(base, pattern)))
+    paths = find_files(fs, join(base, under), ".hea")
     return [Item(id=_relative(base, p)[:-4], path=_relative(base, p), est_windows=_estimate(fs, p)) for p in paths]
 
 
@@ -64,7 +64,7 @@ def load(fs, base: str, item: Item) -> Loaded:
     """
     header_path = join(base, item.path)
     try:
-        text = fs.cat_file(header_path).decode("latin-1")
+        text = read_bytes(fs, header_path).decode("latin-1")
     except FileNotFoundError:
         raise ValueError(f"missing header {item.path}") from None
     try:

@@ -25,6 +25,7 @@ pure NumPy (no SciPy: its ``signal`` module takes about 2 s to import) and JSON-
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -41,7 +42,7 @@ DIGITS = 6  # significant digits kept: statistics, not data
 
 def _round(value: float) -> float | None:
     """``value`` to ``DIGITS`` significant digits; None for NaN or infinity (JSON without NaN)."""
-    return float(f"{value:.{DIGITS}g}") if np.isfinite(value) else None
+    return float(f"{value:.{DIGITS}g}") if math.isfinite(value) else None
 
 
 def percentile_99(magnitude: np.ndarray) -> np.ndarray:

@@ -351,7 +351,7 @@ def _finish(
 ) -> dict:
     rows = [row for marker in ordered for row in marker["rows"]]
     reject_rows = [r for marker in ordered for r in marker["rejects"]]
-    rejects = pl.DataFrame(reject_rows, infer_schema_length=None) if reject_rows else schema.empty_frame("rejects")
+    rejects = schema.rows_frame(reject_rows) if reject_rows else schema.empty_frame("rejects")
     tables = {L.TABLES["rejects"]: store.write_table("rejects", schema.conform(rejects, "rejects"))}
     reasons = Counter(r["reason"] if r["stage"] != "quality" else f"quality: {r['reason']}" for r in reject_rows)
     kept = {(row["source_path"], row["record_id"]) for row in rows}  # a masked lead is a reject of a kept record
@@ -366,9 +366,7 @@ def _finish(
             f"See {join(store.url, L.TABLES['rejects'])}"
         )
 
-    manifest = pl.DataFrame(rows, infer_schema_length=None).with_columns(
-        pl.int_range(0, pl.len(), dtype=pl.Int64).alias("zarr_row")
-    )
+    manifest = schema.rows_frame(rows).with_columns(pl.int_range(0, pl.len(), dtype=pl.Int64).alias("zarr_row"))
     manifest = schema.conform(manifest, "manifest", modalities)
     for modality, count in zarr_rows.items():
         if count != manifest.height:

@@ -22,7 +22,9 @@ def _header(shape: tuple[int, ...], dtype: str) -> bytes:
 def npy_bytes(array: np.ndarray) -> bytes:
     """``np.save`` bytes of an array (made C-contiguous)."""
     array = np.ascontiguousarray(array)
-    return _header(array.shape, array.dtype.str) + array.tobytes()
+    if not array.size:
+        return _header(array.shape, array.dtype.str)
+    return b"".join((_header(array.shape, array.dtype.str), memoryview(array).cast("B")))  # one copy
 
 
 @lru_cache(maxsize=256)
