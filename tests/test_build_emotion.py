@@ -276,3 +276,25 @@ def test_mahnob_sessions_with_missing_triggers_or_ratings_are_rejected(tmp_path)
     assert {"GSR1 (eda)", "Resp (resp)", "Temp (temp)", "Erg1 (aux)"} <= set(skipped)
     np.testing.assert_allclose(ecg[:, 1], ecg[:, 0] + ecg[:, 2], atol=1e-4)  # II = I + III
     assert_plausible_r_peaks(ecg)
+
+
+def test_a_two_worker_dreamer_build_parses_the_file_once(tmp_path, monkeypatch):
+    """The workers are forked after the listing parsed DREAMER.mat, so they use that parse, not their own."""
+    import multiprocessing
+
+    from physiofm.corpora import dreamer as dreamer_reader
+
+    src = synth.synth_dreamer(tmp_path / "raw", subjects=2, seed=3, clip_seconds=(20.0, 24.0))
+    parses = multiprocessing.get_context("fork").Value("i", 0)
+    parse = dreamer_reader._parse
+
+    def counted(mat):
+        with parses.get_lock():
+            parses.value += 1
+        return parse(mat)
+
+    monkeypatch.setattr(dreamer_reader, "_parse", counted)
+    monkeypatch.setattr(dreamer_reader, "_CACHE", {})
+    summary = build(str(src), str(tmp_path / "store"), kind="emotion", jobs=2, shard_size=8)
+    assert summary["shards"] > 2  # units ran in both workers
+    assert parses.value == 1

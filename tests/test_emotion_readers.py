@@ -201,8 +201,8 @@ def test_dreamer_ecg_units_give_physiological_r_peaks(dreamer_root: str, monkeyp
 
 def test_dreamer_file_loaded_once_per_process(dreamer_root: str, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = matlab.loadmat
-    monkeypatch.setattr(matlab, "loadmat", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = matlab.mat5.read
+    monkeypatch.setattr(matlab.mat5, "read", lambda *a, **k: calls.append(1) or real(*a, **k))
     dreamer._CACHE.clear()
     items = dreamer.list_items(dreamer_root)
     first = [r.signals["eeg"].data for r in dreamer.read(dreamer_root, items[:2]) if isinstance(r, Record)]

@@ -90,6 +90,10 @@ class Reader(Protocol):
     * ``read(root, items)``: a :class:`Record` or a :class:`Reject` for every item, in order; never
       raises for a bad record (a reject says why).  Reading a subset of items yields exactly the
       records a full read yields for them.
+
+    A module whose ``list_items`` loads the whole archive into a process cache that ``read`` then
+    uses (DREAMER's one MAT file) says so with ``LOADED_BY_LISTING = True``: a build forks its workers
+    after listing such a corpus, so they share what the listing loaded; otherwise it forks them first.
     """
 
     NAME: str

@@ -57,6 +57,7 @@ class _Dreamer:
 
 
 _CACHE: dict[tuple[str, int], _Dreamer | str] = {}  # the last file loaded: parsed, or why not
+LOADED_BY_LISTING = True  # list_items parses the file; a build's workers are forked after it and share it
 
 
 def _parse(mat: dict[str, Any]) -> _Dreamer:

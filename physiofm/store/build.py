@@ -127,11 +127,24 @@ def _worker_setup() -> None:
     mallopt(m_top_pad, 64 * 2**20)
 
 
+def _worker_imports() -> None:
+    """What every unit needs and the parent has not imported: ``scipy.fft`` (the recipes' filter pass,
+    0.3-0.5 s), imported as the worker starts, while the parent lists the source."""
+    import scipy.fft  # noqa: F401
+
+
+def _worker_start() -> None:
+    _worker_setup()
+    _worker_imports()
+
+
 def _default_executor(jobs: int) -> Executor | None:
     if jobs <= 1:
         return None
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_setup)
+    executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_start)
+    executor.submit(int)  # the pool forks its workers on the first task: now, not after the listing
+    return executor
 
 
 def _run(function: Callable[[object], dict], tasks: list, executor: Executor | None) -> Iterator[dict]:
@@ -212,33 +225,39 @@ def build(
             f"{out} holds an unfinished build of another source or recipe; remove it or choose another output"
         )
 
-    items = corpus.reader.list_items(source)
-    if not items:
-        raise BuildError(f"nothing readable in {source}: no {corpus.name} records found")
-    units = plan_units(items, int(resolved["output"]["shard_size"]))
-    if plan is None:
-        write_bytes(store.fs, store.state(L.PLAN), json_bytes({"fingerprint": fingerprint, "units": len(units)}))
-    _remove_unpublished(store)
-    markers: dict[int, dict] = {}
-    for path in store.fs.glob(store.state(L.UNIT_MARKERS)):
-        marker = json.loads(store.fs.cat_file(path))
-        markers[marker["index"]] = marker
-    if markers:  # shards are published without fsync: after a crash of the machine one may be short
-        sizes = store.shard_sizes()
-        for index, marker in list(markers.items()):
-            if marker["shard"] and sizes.get(marker["shard"]["shard"]) != marker["shard"]["bytes"]:
-                del markers[index]  # its unit runs again and replaces the shard whole
-    tasks = [
-        UnitTask(i, corpus.name, source, out, resolved, unit, dict(storage_options or {}))
-        for i, unit in enumerate(units)
-        if i not in markers
-    ]
-
-    modalities = tuple(preprocess.preparer(corpus.kind).MODALITIES)
-    total_units = len(units)
     own_executor = executor is None
-    executor = executor or _default_executor(jobs or os.cpu_count() or 1)
+    workers = jobs or os.cpu_count() or 1
+    after_listing = getattr(corpus.reader, "LOADED_BY_LISTING", False)  # workers share what listing loaded
+    if own_executor and not after_listing:  # start now: the workers import what units need during the listing
+        executor = _default_executor(workers)
     try:
+        items = corpus.reader.list_items(source)
+        if not items:
+            raise BuildError(f"nothing readable in {source}: no {corpus.name} records found")
+        units = plan_units(items, int(resolved["output"]["shard_size"]))
+        if plan is None:
+            write_bytes(store.fs, store.state(L.PLAN), json_bytes({"fingerprint": fingerprint, "units": len(units)}))
+        _remove_unpublished(store)
+        markers: dict[int, dict] = {}
+        for path in store.fs.glob(store.state(L.UNIT_MARKERS)):
+            marker = json.loads(store.fs.cat_file(path))
+            markers[marker["index"]] = marker
+        if markers:  # shards are published without fsync: after a crash of the machine one may be short
+            sizes = store.shard_sizes()
+            for index, marker in list(markers.items()):
+                if marker["shard"] and sizes.get(marker["shard"]["shard"]) != marker["shard"]["bytes"]:
+                    del markers[index]  # its unit runs again and replaces the shard whole
+        tasks = [
+            UnitTask(i, corpus.name, source, out, resolved, unit, dict(storage_options or {}))
+            for i, unit in enumerate(units)
+            if i not in markers
+        ]
+
+        modalities = tuple(preprocess.preparer(corpus.kind).MODALITIES)
+        total_units = len(units)
+        if own_executor and after_listing:
+            _worker_imports()  # here, before the fork (0.1 s after the reader's scipy.io), not in each worker
+            executor = _default_executor(workers)
         if progress:
             progress("units", len(markers), total_units)
         for marker in _run(run_unit, tasks, executor):
