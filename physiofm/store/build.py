@@ -256,7 +256,7 @@ def build(
         modalities = tuple(preprocess.preparer(corpus.kind).MODALITIES)
         total_units = len(units)
         if own_executor and after_listing:
-            _worker_imports()  # here, before the fork (0.1 s after the reader's scipy.io), not in each worker
+            _worker_imports()  # here, once before the fork, rather than in every worker
             executor = _default_executor(workers)
         if progress:
             progress("units", len(markers), total_units)
