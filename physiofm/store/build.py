@@ -225,6 +225,8 @@ def build(
             f"{out} holds an unfinished build of another source or recipe; remove it or choose another output"
         )
 
+    # the preparer's modules first, so that the workers inherit them (the EEG preparer imports scipy.fft)
+    modalities = tuple(preprocess.preparer(corpus.kind).MODALITIES)
     own_executor = executor is None
     workers = jobs or os.cpu_count() or 1
     after_listing = getattr(corpus.reader, "LOADED_BY_LISTING", False)  # workers share what listing loaded
@@ -253,7 +255,6 @@ def build(
             if i not in markers
         ]
 
-        modalities = tuple(preprocess.preparer(corpus.kind).MODALITIES)
         total_units = len(units)
         if own_executor and after_listing:
             _worker_imports()  # here, once before the fork, rather than in every worker
