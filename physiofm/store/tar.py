@@ -9,6 +9,7 @@ torch here: build workers and the validator use it too.
 
 from __future__ import annotations
 
+import io
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,15 +84,20 @@ def iter_samples(stream, url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
         yield key, members
 
 
-def read_named_arrays(stream, url: str, extensions: tuple[str, ...]) -> dict[str, list[np.ndarray]]:
-    """Every ``.<extension>`` array of a shard for each extension, in member order, in one pass."""
+def read_named_arrays(data: bytes, url: str, extensions: tuple[str, ...]) -> dict[str, list[np.ndarray]]:
+    """Every ``.<extension>`` array of a whole shard's bytes for each extension, in member order:
+    views of ``data`` (headers walked as :func:`iter_members` walks them, no member copied)."""
     out: dict[str, list[np.ndarray]] = {extension: [] for extension in extensions}
+    stream, view = io.BytesIO(data), memoryview(data)
     for name, size in iter_members(stream, url):
         extension = next((e for e in extensions if name.endswith(f".{e}")), None)
         if extension is None:
             continue
+        start = stream.tell()
+        if start + size > len(data):
+            raise ShardError(f"{url}: member {name} is truncated ({len(data) - start} of {size} bytes)")
         try:
-            out[extension].append(decode(stream.read(size), f"{url}: {name}"))
+            out[extension].append(decode(view[start : start + size], f"{url}: {name}"))
         except NpyError as error:
             raise ShardError(str(error)) from None
     return out

@@ -14,7 +14,7 @@ import numpy as np
 
 from physiofm import corpora, preprocess
 from physiofm.corpora.base import Item, Record, Reject
-from physiofm.io import json_bytes, write_bytes
+from physiofm.io import json_bytes, read_bytes, write_bytes
 from physiofm.preprocess.faults import describe
 from physiofm.store import amplitude
 from physiofm.store import layout as L
@@ -253,8 +253,7 @@ def write_zarr(task: ZarrTask) -> dict:
                 continue
             if cached is None or cached[0] != name:
                 path = store.shard(name)
-                with store.fs.open(path, "rb") as handle:
-                    cached = name, read_named_arrays(handle, path, extensions)
+                cached = name, read_named_arrays(read_bytes(store.fs, path), path, extensions)
             for modality, extension in zip(task.modalities, extensions):
                 held = cached[1][extension]
                 if len(held) != count:
