@@ -3,8 +3,8 @@
 Generates a DREAMER-layout file (23 subjects x 18 clips x 60-s stimuli, 61-s baselines; about
 800 MB as TorchEEG sees it) and, in the same run, times:
 
-* physiofm - ``build(..., kind="emotion", jobs=2)``: EEG *and* ECG, resampled to 200 Hz, filtered,
-             10-s windows, tar shards + Zarr + Parquet, whole process;
+* physiofm - ``physiofm build emotion RAW STORE --jobs 2``, the command a user runs: EEG *and* ECG,
+             resampled to 200 Hz, filtered, 10-s windows, tar shards + Zarr + Parquet, whole process;
 * TorchEEG - ``DREAMERDataset(chunk_size=1280, num_worker=2)`` building its LMDB cache of the same
              file (EEG only, 10-s chunks at 128 Hz), whole process.  TorchEEG 1.1.3 needs its own
              environment (``numpy<2``, ``scipy==1.10.1``, ``pandas<3``): pass its interpreter with
@@ -19,6 +19,7 @@ Usage: ``python bench/build_emotion.py [--subjects 23] [--clip-seconds 60] [--to
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -31,14 +32,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import measure_command  # noqa: E402
-
-PHYSIOFM = """
-import sys, time
-from physiofm.store.build import build
-start = time.perf_counter()
-summary = build(sys.argv[1], sys.argv[2], kind="emotion", jobs=2)
-print({"seconds": time.perf_counter() - start, "samples": summary["samples"]})
-"""
 
 TORCHEEG = """
 import sys, time
@@ -75,7 +68,20 @@ def main() -> None:
 
         def ours() -> dict:
             shutil.rmtree(work / "store", ignore_errors=True)
-            return measure_command([sys.executable, "-c", PHYSIOFM, str(src), str(work / "store")], cwd=ROOT)
+            command = [
+                sys.executable,
+                "-m",
+                "physiofm",
+                "build",
+                "emotion",
+                str(src),
+                str(work / "store"),
+                "--jobs",
+                "2",
+            ]
+            run = measure_command(command, cwd=ROOT, literal=False)
+            run["result"] = {"samples": json.loads((work / "store" / "build.json").read_text())["counts"]["samples"]}
+            return run
 
         def peer() -> dict:
             shutil.rmtree(work / "torcheeg", ignore_errors=True)

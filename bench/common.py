@@ -34,10 +34,11 @@ def _memory(process: psutil.Process) -> int:
         return process.memory_info().rss
 
 
-def measure_command(command: list[str], cwd: Path | None = None) -> dict:
+def measure_command(command: list[str], cwd: Path | None = None, literal: bool = True) -> dict:
     """Run ``command``; return its wall time, its CPU time (user + system of the process and its
     descendants: what other processes' load does not inflate much), the peak memory of its process
-    tree (summed PSS, MB, sampled every 20 ms or, where a sample is slow, less often) and the Python literal it printed last (``result``)."""
+    tree (summed PSS, MB, sampled every 20 ms or, where a sample is slow, less often) and the Python
+    literal it printed last (``result``; None with ``literal=False``, for a command that prints text)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -73,7 +74,7 @@ def measure_command(command: list[str], cwd: Path | None = None) -> dict:
         "seconds": seconds,
         "cpu_s": cpu,
         "peak_mb": peak / 2**20,
-        "result": ast.literal_eval(stdout.strip().splitlines()[-1]),
+        "result": ast.literal_eval(stdout.strip().splitlines()[-1]) if literal else None,
     }
 
 

@@ -83,6 +83,25 @@ def test_help_lists_choices_and_a_wrong_value_is_one_line():
     assert "Traceback" not in wrong.output and "'foo' is not one of" in wrong.output
 
 
+def test_the_command_freezes_the_heap_it_leaves_to_the_exit_and_keeps_its_exit_status(tmp_path):
+    """``main()`` ends with ``gc.freeze()``: the interpreter's exit then does not walk every imported object.
+
+    Checked after a failing command (the status must still reach the shell) and after one that works.
+    """
+    code = (
+        "import gc, sys\n"
+        "from physiofm.cli import main\n"
+        "sys.argv = ['physiofm', *sys.argv[1:]]\n"
+        "try:\n    main()\n"
+        "finally:\n    print('frozen', gc.get_freeze_count() > 0)\n"
+    )
+    for argv, status in ((["--help"], 0), (["build", "ecg", str(tmp_path / "nowhere"), str(tmp_path / "out")], 1)):
+        done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+        assert done.returncode == status, done.stderr
+        assert done.stdout.strip().endswith("frozen True")
+    assert "does not exist" in " ".join(done.stderr.split())
+
+
 def test_a_missing_source_is_named(tmp_path):
     done = CliRunner().invoke(cli.app, ["build", "ecg", str(tmp_path / "does-not-exist"), str(tmp_path / "out")])
     assert done.exit_code == 1
