@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import sys
 import zlib
 
 import fsspec
@@ -97,8 +98,12 @@ def test_doubles_stored_as_small_integers_keep_their_saved_type():
         assert got["x"].dtype == np.uint8 and got["x"].tolist() == [[1, 3, 5], [2, 4, 6]]
 
 
+@pytest.mark.parametrize("prefault", [False, True], ids=["pages-as-written", "pages-prefaulted"])
 @pytest.mark.parametrize("inflater", INFLATERS)
-def test_generated_dreamer_and_amigos_files_read_as_loadmat_reads_them(tmp_path, inflater):
+def test_generated_dreamer_and_amigos_files_read_as_loadmat_reads_them(tmp_path, inflater, prefault, monkeypatch):
+    if prefault:  # every buffer, however small, has its pages mapped by the thread while it is filled
+        monkeypatch.setattr(mat5, "PREFAULT_MIN", 1)
+        monkeypatch.setattr(mat5.Prefault, "STEP", mat5.mmap.PAGESIZE)
     dreamer = synth_dreamer(tmp_path / "dreamer", subjects=2, seed=1, clip_seconds=(20.0, 24.0)) / "DREAMER.mat"
     amigos = synth_amigos(tmp_path / "amigos", subjects=2, seed=1)
     files = [dreamer, *sorted(amigos.rglob("*.mat"))]
@@ -139,3 +144,46 @@ def test_truncated_and_corrupt_files_are_named_as_such(tmp_path, inflater, monke
         path.write_bytes(content)
         with pytest.raises(ValueError, match="truncated or corrupt MAT file"):
             load_mat(fs, str(path))
+
+
+def _resident_pages(buffer: np.ndarray) -> int:
+    """Pages of ``buffer`` that are mapped (``mincore``)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    page = mat5.mmap.PAGESIZE
+    start = -(-buffer.ctypes.data // page) * page
+    length = (buffer.ctypes.data + len(buffer)) // page * page - start
+    flags = ctypes.create_string_buffer(length // page)
+    assert libc.mincore(start, length, flags) == 0, ctypes.get_errno()
+    return sum(byte & 1 for byte in flags.raw)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_POPULATE_WRITE is Linux's")
+def test_the_prefault_thread_maps_a_new_buffer_without_writing_to_it():
+    mapped = mat5.mmap.mmap(-1, 96 << 20)  # fresh anonymous memory: no page mapped until touched
+    buffer = np.frombuffer(mapped, dtype=np.uint8)
+    buffer[: 1 << 20] = 7  # what the inflater has written already, at the start
+    pages = len(buffer) // mat5.mmap.PAGESIZE
+    assert _resident_pages(buffer) <= pages // 10
+    prefault = mat5.Prefault()
+    prefault.start(buffer)
+    prefault._thread.join()  # let it run to the end (stop() would halt it)
+    prefault.stop()
+    assert _resident_pages(buffer) == pages  # every page mapped
+    assert (buffer[: 1 << 20] == 7).all() and not buffer[1 << 20 :].any()  # and no byte changed
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore, as above, is read on Linux")
+def test_no_prefault_for_a_small_buffer_or_when_stopped_early():
+    small = mat5.Prefault()
+    small.start(np.empty(mat5.PREFAULT_MIN - 1, dtype=np.uint8))
+    assert small._thread is None
+    small.stop()
+    halted = mat5.Prefault()
+    halted._halt.set()  # stopped before it began: it maps nothing
+    buffer = np.frombuffer(mat5.mmap.mmap(-1, 96 << 20), dtype=np.uint8)
+    halted.start(buffer)
+    halted.stop()
+    assert _resident_pages(buffer) == 0
