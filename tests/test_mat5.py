@@ -173,6 +173,21 @@ def test_the_prefault_thread_maps_a_new_buffer_without_writing_to_it():
     prefault.stop()
     assert _resident_pages(buffer) == pages  # every page mapped
     assert (buffer[: 1 << 20] == 7).all() and not buffer[1 << 20 :].any()  # and no byte changed
+    assert "nh" in _vm_flags(buffer.ctypes.data)  # as plain pages, not transparent huge ones
+
+
+def _vm_flags(address: int) -> list[str]:
+    """The ``VmFlags`` of the mapping that holds ``address`` (``/proc/self/smaps``)."""
+    inside = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                low, high = (int(x, 16) for x in head.split("-"))
+                inside = low <= address < high
+            elif inside and head == "VmFlags:":
+                return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore, as above, is read on Linux")

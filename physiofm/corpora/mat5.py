@@ -41,6 +41,7 @@ TEXT = {MI_UTF8: "utf-8", MI_UINT16: "utf-16-le", MI_UTF16: "utf-16-le", MI_UTF3
 CHUNK = 1 << 22  # compressed bytes read at a time
 PREFAULT_MIN = 1 << 26  # an inflated buffer this large has its pages mapped ahead of the inflater (Prefault)
 MADV_POPULATE_WRITE = 23  # Linux >= 5.14: map a range's pages writable, without writing to them
+MADV_NOHUGEPAGE = 15  # Linux: no transparent huge pages for a range
 
 
 class Unsupported(Exception):
@@ -150,13 +151,20 @@ class Prefault:
 
     The first write to each page of new memory costs a page fault, and on a VM whose free memory
     goes back to the host that cost is large: writing 880 MB of fresh memory took 1.6 s of system
-    time on the 2-core VM of ``bench/build_emotion.py``, as long as inflating it.  Here
-    ``madvise(MADV_POPULATE_WRITE)`` maps the pages, 32 MB at a time from the start, on the other core
-    while the inflater (which releases the GIL) writes behind it: a DREAMER-sized file read in
-    2.2-2.8 s instead of 2.9-3.2 s (7 alternations, each run after 5 s idle), and an emotion build
-    took 5.8-6.3 s instead of 6.3-6.8 s.  Populating changes no byte (only page tables), so it
-    is safe wherever the inflater already is.  Elsewhere (other systems, kernels before 5.14, or
-    buffers under ``PREFAULT_MIN``) nothing is done and the pages fault in as they are written.
+    time on the 2-core VM of ``bench/build_emotion.py``, as long as inflating it.  Two changes:
+
+    * ``madvise(MADV_POPULATE_WRITE)`` maps the pages, 32 MB at a time from the start, on the other
+      core while the inflater (which releases the GIL) writes behind it.  Populating changes no
+      byte (only page tables), so it is safe wherever the inflater already is.
+    * The buffer is marked ``MADV_NOHUGEPAGE`` first.  NumPy asks for transparent huge pages on
+      every large array, and each 2-MB fault then zeroes (and may compact) a huge page: on that VM
+      880 MB took 1.55-1.9 s to fault in as huge pages and 0.88-0.96 s as plain ones.  The buffer
+      is written once and read once, front to back, so huge pages buy little here.
+
+    A DREAMER-sized file read in 2.9-3.2 s before, 2.2-2.8 s with the thread (7 alternations, each
+    run after 5 s idle) and 2.1-2.4 s with both (4 alternations: system time 1.55-1.86 -> 0.66-0.77 s).
+    Elsewhere (other systems, kernels before 5.14, buffers under ``PREFAULT_MIN``) nothing is
+    done and the pages fault in as they are written.
     """
 
     STEP = 1 << 25
@@ -168,10 +176,6 @@ class Prefault:
     def start(self, buffer: np.ndarray) -> None:
         if len(buffer) < PREFAULT_MIN or not sys.platform.startswith("linux"):
             return
-        self._thread = threading.Thread(target=self._run, args=(buffer,), name="mat5-prefault", daemon=True)
-        self._thread.start()
-
-    def _run(self, buffer: np.ndarray) -> None:  # holds the buffer, so its pages stay mapped meanwhile
         try:
             madvise = ctypes.CDLL(None, use_errno=True).madvise
         except (OSError, AttributeError):  # pragma: no cover - no C library to call
@@ -180,6 +184,14 @@ class Prefault:
         page = mmap.PAGESIZE
         at = -(-buffer.ctypes.data // page) * page  # whole pages inside the buffer
         end = (buffer.ctypes.data + len(buffer)) // page * page
+        if end <= at:
+            return
+        madvise(at, end - at, MADV_NOHUGEPAGE)  # before the first write; where refused, huge pages stay
+        self._thread = threading.Thread(target=self._run, args=(buffer, madvise, at, end), name="mat5-prefault")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _run(self, buffer: np.ndarray, madvise, at: int, end: int) -> None:  # holds the buffer meanwhile
         while at < end and not self._halt.is_set():
             if madvise(at, min(self.STEP, end - at), MADV_POPULATE_WRITE):
                 return  # not supported here (EINVAL), or no memory left for it: the writes fault as usual
