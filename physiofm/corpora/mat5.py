@@ -129,9 +129,9 @@ def _inflate_with(handle: IO[bytes], size: int, inflate, prefault: Prefault) -> 
                 if kind != MI_MATRIX:
                     raise Unsupported(f"compressed element of type {kind}")
                 buffer = np.empty(8 + inner, dtype=np.uint8)
+                prefault.start(buffer)  # before the first write into it
                 buffer[:8] = np.frombuffer(head, dtype=np.uint8)
                 filled = 8
-                prefault.start(buffer)
             elif not pending and not left:
                 raise ValueError("a compressed variable holds no element")
         elif piece:
