@@ -47,14 +47,14 @@ def test_a_column_polars_refuses_is_still_refused():
 def test_the_rows_of_real_builds(shared_data, tmp_path, monkeypatch):
     """Manifest and reject rows of real archives (labels, masks, skipped channels) give the same frames."""
     seen = []
-    finish = build._finish
+    write_tables = build._write_tables
 
-    def spy(store, source, corpus, modalities, recipe, fingerprint, ordered, *rest, **kw):
+    def spy(store, source, modalities, ordered):
         seen.append([row for marker in ordered for row in marker["rows"]])
         seen.append([r for marker in ordered for r in marker["rejects"]])
-        return finish(store, source, corpus, modalities, recipe, fingerprint, ordered, *rest, **kw)
+        return write_tables(store, source, modalities, ordered)
 
-    monkeypatch.setattr(build, "_finish", spy)
+    monkeypatch.setattr(build, "_write_tables", spy)
     for name in ("physionet-challenge-2021", "ptb-xl", "wfdb-software-data"):
         build.build(str(shared_data / name), str(tmp_path / name), jobs=1)
     assert len(seen) == 6 and all(seen[0::2])

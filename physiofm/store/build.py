@@ -16,8 +16,9 @@ How a build stays correct when it is killed, resumed, or run with any number of 
   filling whole Zarr shards (``zarr_shard_rows`` samples) from the tar shards that hold them,
   then writing its marker ``_build/zarr-{j:06d}.json``, which lists the objects it wrote with
   their size and sha256 (hashed as they were written).  Tasks touch disjoint Zarr objects.
-* The parent (the client) writes only small things: the plan, the Parquet tables (``zarr.parquet``,
-  the index of the Zarr objects, from one listing of ``zarr/`` and the Zarr markers), and
+* The parent (the client) writes only small things: the plan, the Parquet tables (the manifest,
+  rejects and shards tables from the unit markers while the Zarr tasks run; ``zarr.parquet``, the
+  index of the Zarr objects, from one listing of ``zarr/`` and the Zarr markers), and
   ``build.json`` last, with the size, sha256 and columns of every table it wrote.  ``build.json``
   marks a complete store; ``_build/`` is removed after it.
 * Units and Zarr tasks run on any :class:`concurrent.futures.Executor`: a local process pool
@@ -36,6 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from importlib import metadata
 
 import polars as pl
@@ -158,6 +160,15 @@ def _run(function: Callable[[object], dict], tasks: list, executor: Executor | N
         yield future.result()
 
 
+def _start(function: Callable[[object], dict], tasks: list, executor: Executor | None) -> Iterator[dict]:
+    """:func:`_run`, but every task is submitted now, so an executor works on them while the caller
+    goes on (without an executor they run, in order, as the results are taken)."""
+    if executor is None:
+        return (function(task) for task in tasks)
+    futures = [executor.submit(function, task) for task in tasks]
+    return (future.result() for future in as_completed(futures))
+
+
 def _source_exists(source: str) -> bool:
     try:
         fs, path = url_to_fs(source)
@@ -273,7 +284,9 @@ def build(
         zarr_tasks = [t for t in zarr_tasks if t.index not in zarr_markers]
         if progress:
             progress("zarr", len(zarr_markers), total)
-        for marker in _run(write_zarr, zarr_tasks, executor):
+        running = _start(write_zarr, zarr_tasks, executor)
+        tables = _write_tables(store, source, modalities, ordered)  # while the workers fill the Zarr arrays
+        for marker in running:
             zarr_markers[marker["index"]] = marker
             if progress:
                 progress("zarr", len(zarr_markers), total)
@@ -284,7 +297,7 @@ def build(
     zarr_rows = {modality: group[modality].shape[0] for modality in shapes}
     zarr_ordered = [zarr_markers[index] for index in sorted(zarr_markers)]
     return _finish(
-        store, source, corpus, modalities, resolved, fingerprint, ordered, zarr_rows, shapes, started, zarr_ordered
+        store, corpus, modalities, resolved, fingerprint, ordered, tables, zarr_rows, shapes, started, zarr_ordered
     )
 
 
@@ -356,19 +369,20 @@ def _zarr_index(store: Layout, zarr_markers: list[dict]) -> pl.DataFrame:
     return schema.conform(pl.DataFrame(rows, infer_schema_length=None), "zarr")
 
 
-def _finish(
-    store: Layout,
-    source: str,
-    corpus,
-    modalities: tuple[str, ...],
-    recipe: dict,
-    fingerprint: dict,
-    ordered: list[dict],
-    zarr_rows: dict[str, int],
-    sample_shapes: dict,
-    started: float,
-    zarr_markers: list[dict] = (),
-) -> dict:
+@dataclass
+class _Tables:
+    """What :func:`_write_tables` wrote (``build.json``'s ``tables`` so far), counted and summarised."""
+
+    tables: dict[str, dict]
+    counts: dict
+    samples: int
+    amplitude: dict | None  # build.json's "amplitude", None when a marker has no statistics
+
+
+def _write_tables(store: Layout, source: str, modalities: tuple[str, ...], ordered: list[dict]) -> _Tables:
+    """Write ``rejects.parquet``, ``manifest.parquet`` and ``shards.parquet`` from the unit markers (in
+    unit order), count the build and summarise its amplitude statistics; they depend on nothing the Zarr tasks write, so the parent writes
+    them while the Zarr tasks run.  A build interrupted after this writes the same tables again."""
     rows = [row for marker in ordered for row in marker["rows"]]
     reject_rows = [r for marker in ordered for r in marker["rejects"]]
     rejects = schema.rows_frame(reject_rows) if reject_rows else schema.empty_frame("rejects")
@@ -388,14 +402,9 @@ def _finish(
 
     manifest = schema.rows_frame(rows).with_columns(pl.int_range(0, pl.len(), dtype=pl.Int64).alias("zarr_row"))
     manifest = schema.conform(manifest, "manifest", modalities)
-    for modality, count in zarr_rows.items():
-        if count != manifest.height:
-            raise BuildError(f"internal error: zarr {modality} has {count} rows, manifest {manifest.height}")
     tables[L.TABLES["manifest"]] = store.write_table("manifest", manifest)
     shards = schema.conform(pl.DataFrame(_shard_rows(ordered)), "shards")
     tables[L.TABLES["shards"]] = store.write_table("shards", shards)
-    tables[L.TABLES["zarr"]] = store.write_table("zarr", _zarr_index(store, list(zarr_markers)))
-
     counts = {
         "items": items_total,
         "records_read": records_read,
@@ -406,6 +415,36 @@ def _finish(
         "shards": shards.height,
         "rejected_by_reason": dict(sorted(reasons.items())),
     }
+    # Amplitude statistics (physiofm.store.amplitude): per-batch stats from the unit markers, combined.
+    # A build resumed from markers written before they carried statistics leaves them out rather than
+    # summarising part of the store; validate then notes that they are missing.
+    from physiofm.store import amplitude
+
+    summary = None
+    if all("amplitude" in marker for marker in ordered):
+        summary = amplitude.summarise(batch for marker in ordered for batch in marker["amplitude"])
+    return _Tables(tables, counts, manifest.height, summary)
+
+
+def _finish(
+    store: Layout,
+    corpus,
+    modalities: tuple[str, ...],
+    recipe: dict,
+    fingerprint: dict,
+    ordered: list[dict],
+    written: _Tables,
+    zarr_rows: dict[str, int],
+    sample_shapes: dict,
+    started: float,
+    zarr_markers: list[dict] = (),
+) -> dict:
+    """``zarr.parquet`` from the Zarr tasks' markers, then ``build.json``, last: the store is complete."""
+    for modality, count in zarr_rows.items():
+        if count != written.samples:
+            raise BuildError(f"internal error: zarr {modality} has {count} rows, manifest {written.samples}")
+    tables = {**written.tables, L.TABLES["zarr"]: store.write_table("zarr", _zarr_index(store, list(zarr_markers)))}
+    counts = written.counts
     build_info = {
         **fingerprint,
         "physiofm_version": physiofm.__version__,
@@ -420,13 +459,8 @@ def _finish(
         # validate names any later edit of a table from these
         "tables": tables,
     }
-    # Amplitude statistics (physiofm.store.amplitude): per-batch stats from the unit markers, combined.
-    # A build resumed from markers written before they carried statistics leaves them out rather than
-    # summarising part of the store; validate then notes that they are missing.
-    from physiofm.store import amplitude
-
-    if all("amplitude" in marker for marker in ordered):
-        build_info["amplitude"] = amplitude.summarise(batch for marker in ordered for batch in marker["amplitude"])
+    if written.amplitude is not None:
+        build_info["amplitude"] = written.amplitude
     _remove_unpublished(store)
     write_bytes(store.fs, store.build_info, json.dumps(build_info, indent=2, sort_keys=True).encode())
     store.fs.rm(store.state(), recursive=True)
