@@ -21,7 +21,7 @@ from physiofm.models import (
     masked_mse,
     save_encoder,
 )
-from physiofm.models.cbramod import Dropout
+from physiofm.models.cbramod import Dropout, drop
 
 
 def expected_keys() -> dict[str, tuple[int, ...]]:
@@ -356,6 +356,22 @@ def test_cpu_dropout_keeps_one_minus_p_and_rescales():
     torch.manual_seed(5)
     assert torch.equal(dropout(x), out)  # the global RNG drives it
     assert torch.equal(dropout.eval()(x), x)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 1 / 3, 1e-6, 1 - 1e-6, 0.99999])
+def test_cpu_dropout_mask_is_the_15_bit_comparison(p):
+    """The arithmetic mask drops exactly the draws a comparison with round(p * 32768) drops (off by one, it would not)."""
+    shape = (3, 5, 801)
+    torch.manual_seed(11)
+    n = math.prod(shape)
+    draws = torch.empty((n + 3) // 4, dtype=torch.int64).random_().view(torch.int16)[:n].view(shape)
+    expected = torch.where((draws & 0x7FFF).int() < round(p * 32768), 0.0, 1.0 / (1.0 - p))  # int32: 32768 fits
+    x = torch.randn(shape)
+    torch.manual_seed(11)
+    assert torch.equal(drop(x, p, True), x * expected)
+    torch.manual_seed(11)
+    assert torch.equal(drop(x.bfloat16(), p, True), x.bfloat16() * expected.bfloat16())
+    assert (drop(x, p, True) == 0).any() == (round(p * 32768) > 0)
 
 
 def test_masked_patches_become_the_zero_token_before_both_branches():

@@ -86,18 +86,24 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: f
 
 
 def drop(x: torch.Tensor, p: float, training: bool, inplace: bool = False) -> torch.Tensor:
-    """``F.dropout``, but on the CPU the mask compares uniform 15-bit integers with ``p``.
+    """``F.dropout``, but on the CPU the mask is made from uniform 15-bit integers by float arithmetic.
 
-    Same distribution (drop probability quantised to 1/32768) from the same global RNG, at
-    about half the cost of the CPU Bernoulli sampler: one 64-bit draw yields four 15-bit values.
-    ``x`` is multiplied by a mask of 0 and ``1 / (1 - p)``, as ``F.dropout`` does: backward is one
-    product (a masked fill and a scaling would be two passes).
+    Same distribution (drop probability quantised to 1/32768) from the same global RNG, at a
+    fraction of the cost of the CPU Bernoulli sampler: one 64-bit draw (``random_`` fills
+    ``[0, 2^63)``) yields four 15-bit values ``d``, and one below ``t = round(p * 32768)`` is
+    dropped.  The mask is ``(clamp(d, t - 1, t) - (t - 1)) / (1 - p)`` in float32 (exactly 0 or
+    1 before the scaling): vectorised passes only, where a comparison and ``torch.where`` on its
+    boolean result took 5-7x longer for the same mask.  ``x`` is multiplied by the mask of 0 and
+    ``1 / (1 - p)``, as ``F.dropout`` does: backward is one product (a masked fill and a scaling
+    would be two passes).
     """
     if not training or x.device.type != "cpu" or not 0.0 < p < 1.0:
         return F.dropout(x, p, training, inplace)
     n = x.numel()
     draws = torch.empty((n + 3) // 4, dtype=torch.int64).random_().view(torch.int16)[:n].view(x.shape)
-    keep = torch.where((draws & 0x7FFF) < round(p * 32768), 0.0, 1.0 / (1.0 - p)).to(x.dtype)
+    threshold = round(p * 32768)
+    keep = (draws & 0x7FFF).to(torch.float32).clamp_(threshold - 1, threshold).sub_(threshold - 1)
+    keep = keep.mul_(1.0 / (1.0 - p)).to(x.dtype)
     return x.mul_(keep) if inplace else x * keep
 
 
