@@ -12,8 +12,10 @@ Generates a DREAMER-layout file (23 subjects x 18 clips x 60-s stimuli, 61-s bas
 
 Each runs in its own subprocess, in ``--rounds`` rounds alternating their order, every figure with
 the load average it ran under; times are of the whole process; peak memory is the peak summed PSS of
-its process tree (pages shared by forked workers counted once).
-Usage: ``python bench/build_emotion.py [--subjects 23] [--clip-seconds 60] [--torcheeg-python PATH] [--rounds 2]``.
+its process tree (pages shared by forked workers counted once).  Each run's outputs are removed when it
+ends.  The speed-up is printed for the best round of each and for the median round (see
+``bench/build_ecg.py`` on rounds that are faster than usual).
+Usage: ``python bench/build_emotion.py [--subjects 23] [--clip-seconds 60] [--torcheeg-python PATH] [--rounds 3]``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -81,11 +84,14 @@ def main() -> None:
             ]
             run = measure_command(command, cwd=ROOT, literal=False)
             run["result"] = {"samples": json.loads((work / "store" / "build.json").read_text())["counts"]["samples"]}
+            shutil.rmtree(work / "store")  # before the next variant's pause
             return run
 
         def peer() -> dict:
             shutil.rmtree(work / "torcheeg", ignore_errors=True)
-            return measure_command([args.torcheeg_python, "-c", TORCHEEG, str(src), str(work / "torcheeg")], cwd=work)
+            run = measure_command([args.torcheeg_python, "-c", TORCHEEG, str(src), str(work / "torcheeg")], cwd=work)
+            shutil.rmtree(work / "torcheeg")
+            return run
 
         variants = {"physiofm": ours, "TorchEEG": peer} if args.torcheeg_python else {"physiofm": ours}
         if not args.torcheeg_python:
@@ -112,6 +118,10 @@ def main() -> None:
             print(
                 f"  best of {args.rounds}: speed-up physiofm / TorchEEG, whole process {best['TorchEEG'] / best['physiofm']:.1f}x"
                 f"  (aim >= 10)   memory ratio {peak['physiofm'] / peak['TorchEEG']:.2f}"
+            )
+            median = {name: statistics.median(r["seconds"] for r in rs) for name, rs in runs.items()}
+            print(
+                f"  median of {args.rounds}: speed-up physiofm / TorchEEG {median['TorchEEG'] / median['physiofm']:.1f}x"
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
