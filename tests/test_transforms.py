@@ -206,3 +206,40 @@ def test_clip_flags_are_the_share_of_extreme_samples_per_window():
     assert np.array_equal(flags, expected)
     assert flags[1].tolist() == [False, True, False] and flags[3].tolist() == [False, True, False]
     assert not flags[[0, 2, 4, 5]].any()
+
+
+def test_nan_flat_and_amplitude_flags_follow_their_definitions():
+    """q_nan, q_flat and q_amplitude against their definitions: NaNs in one window of one lead, a flat
+    present lead, a flat absent one (never flagged), excursions past the limit above and below zero."""
+    from physiofm.preprocess.quality import window_flags
+
+    rng = np.random.default_rng(4)
+    fs, seconds, count, records = 500.0, 10.0, 3, 5
+    raw = rng.normal(0, 0.3, (records, 12, int(fs * seconds * count)))
+    nan = np.zeros_like(raw, dtype=bool)
+    nan[1, 6, 5100:5110] = True  # window 1 of record 1
+    raw[nan] = 0.0  # as prepare hands it over
+    present = np.ones((records, 12), dtype=bool)
+    present[3, 5] = False
+    windows = rng.normal(0, 0.5, (records, count, 12, 10, 200)).astype(np.float32)
+    windows[2, 0, 4] = 0.003  # a flat present lead in window 0
+    windows[3, 1, 5] = 0.0  # a flat absent lead
+    windows[4, 2, 9, 3, 17] = -12.5  # below -10 mV
+    windows[0, 1, 2, 0, 0] = 10.5  # above +10 mV
+    windows[1, 0, 1, 1, 1] = -9.9  # inside the limit
+
+    def flags_of(nan_mask):
+        return window_flags(
+            raw, nan_mask, present, windows, fs, seconds, flat_ptp=0.01, clip_fraction=0.01, amplitude_max=10.0
+        )
+
+    flags = flags_of(nan)
+    peak_to_peak = windows.max(axis=(-2, -1)) - windows.min(axis=(-2, -1))
+    assert np.array_equal(flags["q_nan"], nan.any(axis=1).reshape(records, count, -1).any(axis=-1))
+    assert np.array_equal(flags["q_flat"], ((peak_to_peak < 0.01) & present[:, None, :]).any(axis=-1))
+    assert np.array_equal(flags["q_amplitude"], (np.abs(windows) > 10.0).any(axis=(-3, -2, -1)))
+    assert np.argwhere(flags["q_nan"]).tolist() == [[1, 1]]
+    assert np.argwhere(flags["q_flat"]).tolist() == [[2, 0]]
+    assert np.argwhere(flags["q_amplitude"]).tolist() == [[0, 1], [4, 2]]
+    clean = flags_of(np.zeros_like(nan))["q_nan"]
+    assert clean.dtype == bool and clean.shape == (records, count) and not clean.any()
