@@ -46,12 +46,13 @@ def window_flags(
         rows = np.flatnonzero(suspect.any(axis=1))
         at_extreme = (is_top[rows] | is_bottom[rows]) & suspect[rows][..., None]
         clip[rows] = (T.window_fraction(at_extreme, fs, window_s, count) > clip_fraction).any(axis=1)
-    peak = windows.max(axis=(-2, -1)) - windows.min(axis=(-2, -1))  # (R, W, C)
+    high, low = windows.max(axis=(-2, -1)), windows.min(axis=(-2, -1))  # (R, W, C)
+    has_nan = nan.any()  # nearly never: then no window needs mapping
     return {
-        "q_nan": T.window_any(nan.any(axis=1), fs, window_s, count),
-        "q_flat": ((peak < flat_ptp) & present[:, None, :]).any(axis=-1),
+        "q_nan": T.window_any(nan.any(axis=1), fs, window_s, count) if has_nan else np.zeros_like(clip),
+        "q_flat": ((high - low < flat_ptp) & present[:, None, :]).any(axis=-1),
         "q_clip": clip,
-        "q_amplitude": (np.abs(windows).max(axis=(-2, -1)) > amplitude_max).any(axis=-1),
+        "q_amplitude": (np.maximum(high, -low) > amplitude_max).any(axis=-1),  # max |x|, from the same passes
     }
 
 
