@@ -149,20 +149,10 @@ def _default_executor(jobs: int) -> Executor | None:
     return executor
 
 
-def _run(function: Callable[[object], dict], tasks: list, executor: Executor | None) -> Iterator[dict]:
-    """``function(task)`` for every task, results as they complete (in order without an executor)."""
-    if executor is None:
-        for task in tasks:
-            yield function(task)
-        return
-    futures = [executor.submit(function, task) for task in tasks]
-    for future in as_completed(futures):
-        yield future.result()
-
-
 def _start(function: Callable[[object], dict], tasks: list, executor: Executor | None) -> Iterator[dict]:
-    """:func:`_run`, but every task is submitted now, so an executor works on them while the caller
-    goes on (without an executor they run, in order, as the results are taken)."""
+    """``function(task)`` for every task, results as they complete.  With an executor every task is
+    submitted now, so the workers start on them while the caller goes on; without one they run in
+    order, as the results are taken."""
     if executor is None:
         return (function(task) for task in tasks)
     futures = [executor.submit(function, task) for task in tasks]
@@ -272,7 +262,7 @@ def build(
             executor = _default_executor(workers)
         if progress:
             progress("units", len(markers), total_units)
-        for marker in _run(run_unit, tasks, executor):
+        for marker in _start(run_unit, tasks, executor):
             markers[marker["index"]] = marker
             if progress:
                 progress("units", len(markers), total_units)
