@@ -286,9 +286,7 @@ def build(
     group = store.open_zarr("r") if shapes else {}
     zarr_rows = {modality: group[modality].shape[0] for modality in shapes}
     zarr_ordered = [zarr_markers[index] for index in sorted(zarr_markers)]
-    return _finish(
-        store, corpus, modalities, resolved, fingerprint, ordered, tables, zarr_rows, shapes, started, zarr_ordered
-    )
+    return _finish(store, corpus, modalities, resolved, fingerprint, tables, zarr_rows, shapes, started, zarr_ordered)
 
 
 def _plan_zarr(
@@ -371,8 +369,9 @@ class _Tables:
 
 def _write_tables(store: Layout, source: str, modalities: tuple[str, ...], ordered: list[dict]) -> _Tables:
     """Write ``rejects.parquet``, ``manifest.parquet`` and ``shards.parquet`` from the unit markers (in
-    unit order), count the build and summarise its amplitude statistics; they depend on nothing the Zarr tasks write, so the parent writes
-    them while the Zarr tasks run.  A build interrupted after this writes the same tables again."""
+    unit order), count the build and summarise its amplitude statistics.  None of it depends on what
+    the Zarr tasks write, so the parent does it while they run; a build interrupted after this writes
+    the same tables again."""
     rows = [row for marker in ordered for row in marker["rows"]]
     reject_rows = [r for marker in ordered for r in marker["rejects"]]
     rejects = schema.rows_frame(reject_rows) if reject_rows else schema.empty_frame("rejects")
@@ -422,7 +421,6 @@ def _finish(
     modalities: tuple[str, ...],
     recipe: dict,
     fingerprint: dict,
-    ordered: list[dict],
     written: _Tables,
     zarr_rows: dict[str, int],
     sample_shapes: dict,
@@ -434,7 +432,6 @@ def _finish(
         if count != written.samples:
             raise BuildError(f"internal error: zarr {modality} has {count} rows, manifest {written.samples}")
     tables = {**written.tables, L.TABLES["zarr"]: store.write_table("zarr", _zarr_index(store, list(zarr_markers)))}
-    counts = written.counts
     build_info = {
         **fingerprint,
         "physiofm_version": physiofm.__version__,
@@ -443,7 +440,7 @@ def _finish(
         "sample_shapes": sample_shapes,
         "dtype": recipe["output"]["dtype"],
         "recipe": recipe,
-        "counts": counts,
+        "counts": written.counts,
         "versions": _versions(),
         # size, sha256, rows and columns (name, dtype, digest of the values) of every table written:
         # validate names any later edit of a table from these
@@ -455,7 +452,7 @@ def _finish(
     write_bytes(store.fs, store.build_info, json.dumps(build_info, indent=2, sort_keys=True).encode())
     store.fs.rm(store.state(), recursive=True)
     return {
-        **counts,
+        **written.counts,
         "status": "built",
         "seconds": time.perf_counter() - started,
         "out": store.url,
