@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU figures of issue 16 in one call of a lent GPU machine: the encoder (fp32, bf16, parity with the
 # CPU), the training steps (fp32, bf16: samples/s, share of the bf16 peak, peak memory) and whether the
-# loader keeps the GPU fed (bench/feed.py), each log under $OUT.  At most about 6 minutes of commands, so
-# that one rerun still fits a session's device time.
+# loader keeps the GPU fed (bench/feed.py), then torch.compile against eager; each log under $OUT.  At most
+# 6 minutes before the compile part, 8.5 with it, inside one call's 10.
 #
 # That machine has Python 3.12 with PyTorch, NumPy and SciPy but not the store's packages (Zarr, Polars,
 # webdataset, ...).  Here, once:   make gpu-site      (packs them into .whl/site-py312.tar.xz, about 40 MB)
@@ -44,4 +44,7 @@ cat "$OUT/device.txt"
 part encoder 120 bench/encoder.py --device "$DEVICE" --dtype fp32,bf16 "${ENCODER[@]}"
 part train_step 90 bench/train_step.py --device "$DEVICE" --dtype fp32,bf16 "${STEP[@]}"
 part feed 150 bench/feed.py --device "$DEVICE" --dtype fp32,bf16 "${FEED[@]}"
+# last, so that the figures above are in even if compiling runs out of time: torch.compile against eager,
+# bf16 (the GPU's training precision), one shape (compiling takes minutes on 2 CPU cores: not in SMALL)
+[ -n "${SMALL:-}" ] || part encoder_compile 150 bench/encoder.py --device "$DEVICE" --dtype bf16 --compile --shapes 16x12x10x200
 exit "$failed"
