@@ -26,6 +26,13 @@ def test_direct_shards_are_zarrs_bytes(tmp_path, dtype):
         written = write_plain_shard(fs, str(tmp_path / "mine" / key), data[start:stop], 8, 256)
         mine, expected = (tmp_path / "mine" / key).read_bytes(), (tmp_path / "zarr" / key).read_bytes()
         assert mine == expected and written["bytes"] == len(expected)
+        # the rows as separate arrays (a Zarr task's views of tar members, big-endian ones too): the same bytes
+        rows = [
+            np.array(row, dtype=row.dtype.newbyteorder(">")) if i % 3 == 0 else row
+            for i, row in enumerate(data[start:stop])
+        ]
+        again = write_plain_shard(fs, str(tmp_path / "rows" / key), rows, 8, 256)
+        assert (tmp_path / "rows" / key).read_bytes() == expected and again == written
     # what was written directly reads back through Zarr
     (tmp_path / "mine" / "ecg" / "zarr.json").write_bytes((tmp_path / "zarr" / "ecg" / "zarr.json").read_bytes())
     (tmp_path / "mine" / "zarr.json").write_bytes((tmp_path / "zarr" / "zarr.json").read_bytes())
@@ -40,6 +47,10 @@ def test_an_all_fill_shard_is_no_object_and_compressed_arrays_go_through_zarr(tm
     path.write_bytes(b"stale")
     assert write_plain_shard(fs, str(path), np.zeros((10, 4), dtype="float32"), 8, 16) is None
     assert not path.exists()
+    with pytest.raises(ValueError, match="differ in shape or dtype"):
+        write_plain_shard(fs, str(path), [np.ones(4, "float32"), np.ones(5, "float32")], 8, 16)
+    with pytest.raises(ValueError, match="differ in shape or dtype"):
+        write_plain_shard(fs, str(path), [np.ones(4, "float32"), np.ones(4, "float64")], 8, 16)
     group = zarr.open_group(str(tmp_path / "z"), mode="w", zarr_format=3)
     assert plain_shard_rows(create_zarr_array(group, "a", 10, (4,), "float32", 8, 16, "zstd")) is None
     assert plain_shard_rows(create_zarr_array(group, "b", 10, (4,), "float32", 8, 16)) == (8, 16)

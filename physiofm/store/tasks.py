@@ -261,13 +261,12 @@ def write_zarr(task: ZarrTask) -> dict:
                 samples[modality].extend(held[low - first : high - first])
         for modality, array in arrays.items():
             record.clear()
-            block = np.stack(samples[modality])
             layout = plain[modality]
-            if layout is not None and start % layout[1] == 0:  # one whole shard object: written directly
-                key = shard_key(modality, start // layout[1], block.ndim)
-                record[key] = write_plain_shard(store.fs, store.zarr_object(key), block, *layout)
+            if layout is not None and start % layout[1] == 0:  # one whole shard object: written directly,
+                key = shard_key(modality, start // layout[1], array.ndim)  # from the tar's views, unstacked
+                record[key] = write_plain_shard(store.fs, store.zarr_object(key), samples[modality], *layout)
             else:
-                array[start:stop] = block
+                array[start:stop] = np.stack(samples[modality])
             for key, written in record.items():
                 objects.pop(key, None)
                 if written is None:  # deleted (every chunk fill value) or written in part: what is stored, if any

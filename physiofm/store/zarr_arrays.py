@@ -105,31 +105,41 @@ def shard_key(name: str, shard: int, ndim: int) -> str:
     return "/".join([name, "c", str(shard), *["0"] * (ndim - 1)])
 
 
-def write_plain_shard(fs, path: str, block: np.ndarray, chunk_rows: int, shard_rows: int) -> dict | None:
-    """Write one shard object of a :func:`plain_shard_rows` array: ``block`` holds its rows (at most
-    ``shard_rows``; fewer at the array's end).  The bytes are exactly Zarr's (tested): the inner chunks
-    in order, a chunk whose values are all the fill value 0 left out (as Zarr leaves it out; -0.0 is kept), a last
-    partial chunk padded with 0, then the index (offset, size per chunk, 2^64-1 for a missing one) and
-    its CRC32C.  Returns ``{"bytes", "sha256"}``, or None when every chunk is fill value: the object is
-    then removed, as Zarr removes it.
+def _any_bit(row: np.ndarray) -> bool:
+    """Whether any bit of ``row`` is set (-0.0 counts): a strided look first, which nearly always finds one."""
+    bits = row.reshape(-1).view(f"<u{row.dtype.itemsize}")
+    return bool(bits[:: 1 + len(bits) // 64].any()) or bool(bits.any())
+
+
+def write_plain_shard(fs, path: str, rows, chunk_rows: int, shard_rows: int) -> dict | None:
+    """Write one shard object of a :func:`plain_shard_rows` array: ``rows`` holds its rows (at most
+    ``shard_rows``; fewer at the array's end), as one array or as a sequence of equal-shaped row arrays
+    (a Zarr task passes the views of a tar shard's members: nothing is stacked).  The bytes are exactly
+    Zarr's (tested): the inner chunks in order, a chunk whose values are all the fill value 0 left out
+    (as Zarr leaves it out; -0.0 is kept), a last partial chunk padded with 0, then the index (offset,
+    size per chunk, 2^64-1 for a missing one) and its CRC32C.  Returns ``{"bytes", "sha256"}``, or None
+    when every chunk is fill value: the object is then removed, as Zarr removes it.
     """
     import google_crc32c
 
-    block = np.ascontiguousarray(block, dtype=block.dtype.newbyteorder("<"))
+    rows = [np.ascontiguousarray(row, dtype=row.dtype.newbyteorder("<")) for row in rows]
+    if rows and any(row.shape != rows[0].shape or row.dtype != rows[0].dtype for row in rows):
+        raise ValueError("the rows of a Zarr shard differ in shape or dtype")
+    row_bytes = rows[0].nbytes if rows else 0
     count = shard_rows // chunk_rows
     index = np.full((count, 2), 2**64 - 1, dtype="<u8")
     parts: list[memoryview] = []
     offset = 0
     for j in range(count):
-        chunk = block[j * chunk_rows : (j + 1) * chunk_rows]
-        if not len(chunk) or not chunk.view(f"<u{block.dtype.itemsize}").any():  # every bit zero (-0.0 is not)
+        chunk = rows[j * chunk_rows : (j + 1) * chunk_rows]
+        if not any(_any_bit(row) for row in chunk):  # no rows, or every bit zero
             continue
+        views = [memoryview(row).cast("B") for row in chunk]
         if len(chunk) < chunk_rows:
-            chunk = np.concatenate([chunk, np.zeros((chunk_rows - len(chunk), *block.shape[1:]), block.dtype)])
-        view = memoryview(np.ascontiguousarray(chunk)).cast("B")
-        index[j] = (offset, view.nbytes)
-        parts.append(view)
-        offset += view.nbytes
+            views.append(memoryview(bytes((chunk_rows - len(chunk)) * row_bytes)))
+        index[j] = (offset, chunk_rows * row_bytes)
+        parts.extend(views)
+        offset += chunk_rows * row_bytes
     if not parts:
         if fs.exists(path):
             fs.rm(path)
