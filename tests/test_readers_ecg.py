@@ -272,6 +272,26 @@ def test_read_signals_returns_each_channel_in_its_own_unit(shared_data, tmp_path
     assert units == ["mV", "NU"] and channels == ["MLII", "PLETH"] and pleth.tobytes() == data.tobytes()
 
 
+def test_format16_baselines_are_subtracted_as_wfdb_does(shared_data, tmp_path):
+    """A non-zero baseline on some leads of a format-16 record (the fast path skips the subtraction
+    only where every baseline is zero): the values are wfdb's, and leads with baseline 0 are unchanged."""
+    header, _ = copy_record(shared_data, "ptb-xl/records100/00000/00001_lr", ".dat", tmp_path / "a")
+    fs = fsspec.filesystem("file")
+    text = header.read_text()
+    clean, _, _ = read_signals(fs, str(tmp_path / "a"), parse_header(text), "00001_lr")
+    lines = text.splitlines()
+    lines[1] = lines[1].replace("1000.0(0)/mV", "1000.0(25)/mV")  # I
+    lines[8] = lines[8].replace("1000.0(0)/mV", "1000.0(-1200)/mV")  # V2
+    header.write_text("\n".join(lines) + "\n")
+    data, _, _ = read_signals(fs, str(tmp_path / "a"), parse_header(header.read_text()), "00001_lr")
+    reference = wfdb.rdrecord(str(tmp_path / "a" / "00001_lr")).p_signal.T  # (d - b) / gain: ours * (1 / gain)
+    np.testing.assert_allclose(data, reference, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(data[0], clean[0] - 0.025, atol=1e-12)
+    np.testing.assert_allclose(data[7], clean[7] + 1.2, atol=1e-12)
+    others = [i for i in range(12) if i not in (0, 7)]
+    assert data[others].tobytes() == clean[others].tobytes()
+
+
 def test_wfdb_reads_what_our_parser_read(shared_data, tmp_path):
     """The wfdb path hands ``wfdb`` the header as parsed here: quirks ``wfdb`` misreads or refuses
     (non-ASCII names, extra lines, ``1e3`` samples, a Challenge-style record line) read as they should."""

@@ -292,10 +292,12 @@ def _read_format16(fs, folder: str, header: Header) -> np.ndarray:
         rows = out if whole else np.empty((len(index), count), dtype=np.float64)
         # (digital - baseline) * scale into the (k, count) rows: the int16 frames transposed first (a
         # small copy), then a plain int16 -> float64 cast (a mixed-type subtract runs a buffered loop at
-        # half the speed), the subtraction and the scaling in place: the same float64 values throughout
+        # half the speed), the subtraction (none for a zero baseline, most files: x - 0 is x) and the
+        # scaling in place: the same float64 values throughout
         channels = np.ascontiguousarray(digital.T)
         rows[...] = channels
-        rows -= baseline
+        if baseline.any():
+            rows -= baseline
         rows *= scale
         if count and channels.min() == -32768:  # a reduction over int16: cheaper than a mask first
             rows[channels == -32768] = np.nan
