@@ -77,9 +77,9 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def batches(dataset: StreamingDataset, first_epoch: int):
-    """The loader's batches, epoch after epoch (``set_epoch`` between them), forever."""
-    loader, epoch = dataset.loader(), first_epoch
+def batches(dataset: StreamingDataset):
+    """The loader's batches, epoch after epoch from epoch 0 (``set_epoch`` between them), forever."""
+    loader, epoch = dataset.loader(), 0
     while True:
         dataset.set_epoch(epoch)
         yield from loader
@@ -92,7 +92,7 @@ def loader_rate(stream, device: torch.device, batches_per_round: int, rounds: in
         started, samples = time.perf_counter(), 0
         for _ in range(batches_per_round):
             batch = next(stream)
-            x, _, _ = _inputs(batch, "ecg", device)
+            _inputs(batch, "ecg", device)  # to the device, as the loop moves it
             samples += int((~batch["pad"]).sum())
         synchronise(device)
         rates.append(samples / (time.perf_counter() - started))
@@ -165,7 +165,7 @@ def main() -> None:
         per_epoch = samples // args.batch_size
         for count in workers:
             dataset = StreamingDataset(store, batch_size=args.batch_size, modalities=["ecg"], num_workers=count)
-            stream = batches(dataset, 0)
+            stream = batches(dataset)
             begun = time.perf_counter()
             for _ in range(per_epoch):  # the first epoch: workers' start-up, page cache
                 next(stream)
