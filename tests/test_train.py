@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from physiofm.models import CheckpointError, load_pretrained
 from physiofm.train.finetune import FinetuneConfig, finetune
@@ -70,6 +71,85 @@ def test_a_killed_pretraining_run_resumes_to_the_same_weights(ecg_store, tmp_pat
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
     losses = lambda run: [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert losses(out) == losses(tmp_path / "whole")
+
+
+class _HostReads(TorchFunctionMode):
+    """Records every torch call, and which of them read a tensor's values into Python (on a GPU,
+    each such read waits for the device to finish what was queued)."""
+
+    READS = {"tolist", "item", "__float__", "__int__", "__bool__", "__index__", "nonzero", "numpy"}
+
+    def __init__(self, ignore: set[int]) -> None:
+        super().__init__()
+        self.ignore, self.calls, self.reads = ignore, [], []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", str(func))
+        target = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        boolean_index = name == "__getitem__" and any(
+            isinstance(a, torch.Tensor) and a.dtype == torch.bool for a in (args[1:2] if len(args) > 1 else ())
+        )  # its result's size is known only once the mask is computed: a read too
+        if (name in self.READS or boolean_index) and (target is None or id(target) not in self.ignore):
+            self.reads.append((len(self.calls), name))
+        self.calls.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_pretraining_step_reads_the_device_once_after_the_optimiser(ecg_store):
+    """The command's own step on a batch on the device (forward → masked error → backward, clipping,
+    AdamW, schedule) leaves the host free to queue the whole step: its one read of device values (loss,
+    count, gradient norm for the log) comes after the optimiser has stepped.  Not recorded: the loader
+    and the masks, which are drawn on the CPU generator (the same masks on any device); and AdamW's step
+    counters, CPU tensors by PyTorch's design (not capturable), whose reads wait for nothing."""
+    from physiofm.models import CBraMod, DualMasking, masked_squared_error
+    from physiofm.train.data.stream import StreamingDataset
+    from physiofm.train.loop import cosine_with_warmup
+    from physiofm.train.pretrain import _inputs
+    from physiofm.train.step import optimisation_step
+
+    torch.manual_seed(0)
+    model, masking = CBraMod(n_layer=1), DualMasking()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
+    scheduler = cosine_with_warmup(optimizer, 2, 10)
+    batches = iter(StreamingDataset(str(ecg_store), batch_size=4, modalities=["ecg"]).loader())
+
+    def inputs():
+        x, present, valid = _inputs(next(batches), "ecg", torch.device("cpu"))
+        _, mask = masking(x, lead_mask=present, patch_mask=valid, generator=torch.Generator().manual_seed(1))
+        return x, mask
+
+    def step(x, mask):
+        error, patches = masked_squared_error(model(x, mask=mask), x, mask)
+        return optimisation_step(error, patches, model, optimizer, scheduler, 1.0, per_count=x.shape[-1])
+
+    step(*inputs())  # AdamW creates its state in the first step
+    counters = {id(state["step"]) for state in optimizer.state.values()}
+    x, mask = inputs()
+    with _HostReads(counters) as record:
+        loss, masked, norm = step(x, mask)
+    assert "backward" in record.calls and loss > 0 and masked > 0 and norm > 0
+    assert record.reads == [(len(record.calls) - 1, "tolist")], [
+        (name, record.calls[max(0, i - 3) : i]) for i, name in record.reads
+    ]
+
+
+def test_the_metrics_log_is_made_durable_before_each_checkpoint_not_at_every_step(ecg_store, tmp_path, monkeypatch):
+    """One fsync of metrics.jsonl per checkpoint, each before that checkpoint is written (a crash then
+    loses only lines a resumed run drops), instead of one per step."""
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    pretrain(config(ecg_store, tmp_path / "run"))  # 8 steps, a checkpoint every 2
+    log = [i for i, name in enumerate(synced) if name == "metrics.jsonl"]
+    checkpoints = [i for i, name in enumerate(synced) if name.startswith(".last.pt.tmp-")]
+    assert len(log) == len(checkpoints) == 4, synced
+    assert all(a < b for a, b in zip(log, checkpoints)) and all(b < a for b, a in zip(checkpoints, log[1:])), synced
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 8
 
 
 def test_finetuning_under_a_subject_wise_protocol(emotion_store, ecg_store, tmp_path):

@@ -138,9 +138,15 @@ def masked_squared_error(
     prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The sum of squared errors over the masked patches (``mask`` (B, C, N), nonzero = masked) and
-    how many patches that is: the parts of :func:`masked_mse`, summable across processes."""
+    how many patches that is: the parts of :func:`masked_mse`, summable across processes.
+
+    Each patch's squared error is summed and the unmasked patches' sums replaced by zeros (not
+    selected by boolean indexing: its result's size is known only once the device has computed the
+    mask, so indexing would make the host wait for the GPU in the middle of a training step).
+    """
     selected = mask.bool()
-    return (prediction[selected] - target[selected]).pow(2).sum(), selected.sum()
+    per_patch = (prediction - target).pow(2).sum(dim=-1)
+    return torch.where(selected, per_patch, 0.0).sum(), selected.sum()
 
 
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -207,10 +207,10 @@ def _optimizer(model: FusionClassifier, config: FinetuneConfig) -> torch.optim.O
 
 
 def _forward(model: torch.nn.Module, batch: dict, config: FinetuneConfig, device: torch.device) -> torch.Tensor:
-    inputs = {m: batch[m].to(device) for m in config.modalities}
+    inputs = {m: batch[m].to(device, non_blocking=True) for m in config.modalities}  # pinned by the loader
     if "ecg" in inputs and "lead_mask" in batch:
-        inputs["ecg_lead_mask"] = batch["lead_mask"].to(device)
-    return model(**inputs, keep=~batch["pad"].to(device))
+        inputs["ecg_lead_mask"] = batch["lead_mask"].to(device, non_blocking=True)
+    return model(**inputs, keep=~batch["pad"].to(device, non_blocking=True))
 
 
 def _dataset(config: FinetuneConfig, rows: np.ndarray, shuffle: bool, seed: int) -> StreamingDataset:
@@ -319,7 +319,7 @@ def _train_full(config, cell, sizes, task, fold_index, train_rows, val_rows, dev
         train.set_epoch(epoch)
         for batch in train.loader():
             seed_step(cell.seed + 104_729 * fold_index, step, rank)
-            keep = ~batch["pad"].to(device)
+            keep = ~batch["pad"].to(device, non_blocking=True)
             target = torch.from_numpy(task.labels(batch["row"].clamp(min=0).numpy())).to(device)
             with autocast(device, config.precision):
                 logits = _forward(net, batch, config, device)

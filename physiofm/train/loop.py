@@ -104,11 +104,24 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 
 
 class JsonLog:
-    """Metrics, one JSON object per line; a resumed run drops lines past its checkpoint."""
+    """Metrics, one JSON object per line; a resumed run drops lines past its checkpoint.
+
+    Each line is flushed as it is written (``tail -f`` shows it) but made durable only by
+    :meth:`sync`, which the training loop calls before it writes a checkpoint: an fsync a step
+    costs 0.4-1 ms on a local disk here, more on network disks, against GPU steps of tens of ms.
+    A machine that crashes loses at most the lines after the last checkpoint, which a resumed run
+    drops anyway.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+
+    def sync(self) -> None:
+        """Make every line written so far durable (fsync)."""
+        if self.path.exists():
+            with open(self.path, "rb") as handle:
+                os.fsync(handle.fileno())
 
     def truncate_after(self, step: int) -> None:
         if self.path.exists():
@@ -120,8 +133,6 @@ class JsonLog:
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
 
     def read(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line] if self.path.exists() else []

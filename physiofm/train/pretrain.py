@@ -63,16 +63,17 @@ def _inputs(batch: dict, modality: str, device: torch.device) -> tuple[torch.Ten
 
     ECG has the manifest's lead mask; an EEG channel a recording lacks is stored as exact zeros
     (``eeg_channel_mask`` false), so a channel that is zero throughout its sample is absent: it is
-    neither masked nor reconstructed.
+    neither masked nor reconstructed.  On CUDA the copies are asynchronous (the loader pins its
+    batches), so the host does not wait for the device's queue to drain at every step.
     """
-    x = batch[modality].to(device)
+    x = batch[modality].to(device, non_blocking=True)  # asynchronous from the loader's pinned memory
     B, C, N, _ = x.shape
     if modality == "ecg":
-        present = batch["lead_mask"].to(device)
+        present = batch["lead_mask"].to(device, non_blocking=True)
     else:
         present = x.abs().amax(dim=(-2, -1)) > 0
-    present = present & ~batch["pad"].to(device)[:, None]
-    valid = torch.arange(N, device=device)[None, :] < batch["n_patches"].to(device)[:, None]
+    present = present & ~batch["pad"].to(device, non_blocking=True)[:, None]
+    valid = torch.arange(N, device=device)[None, :] < batch["n_patches"].to(device, non_blocking=True)[:, None]
     return x, present, valid
 
 
@@ -159,6 +160,7 @@ def _pretrain(config: PretrainConfig, device: torch.device) -> dict:
 
     def checkpoint(batches: int) -> None:
         if main:
+            log.sync()  # every line up to this step is on disk before the checkpoint that keeps them
             save_checkpoint(
                 str(out / "last.pt"),
                 {

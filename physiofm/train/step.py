@@ -39,7 +39,7 @@ def optimisation_step(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     clip: float,
     per_count: int = 1,
-) -> tuple[float, float, torch.Tensor]:
+) -> tuple[float, float, float]:
     """One step on the mean over all ranks; return that loss, the global count and the gradient norm.
 
     ``error`` is this rank's summed error (with its graph), ``count`` how many items it sums
@@ -48,13 +48,20 @@ def optimisation_step(
     ``error × world size / global values``, so the step follows the gradient of the global
     mean.  The gradients of ``model`` are clipped to norm ``clip``, then the optimiser and the
     scheduler step.
+
+    The scale stays on the device: the host reads nothing until the optimiser has stepped, and then
+    once (loss, count and norm together), so on a GPU the backward pass and the optimiser are queued
+    while the forward pass still runs.  The arithmetic is that of the host (float64 sums, the scale
+    rounded to ``error``'s dtype as a Python float would be), so the step is the same bits.
     """
-    total_error, total = distributed.all_sum(torch.stack([error.detach(), count]).double()).tolist()
-    values = max(1.0, total * per_count)
-    loss = error * (distributed.world_size() / values)
+    count = torch.as_tensor(count, device=error.device)
+    totals = distributed.all_sum(torch.stack([error.detach().double(), count.double()]))
+    values = (totals[1] * per_count).clamp(min=1.0)
+    loss = error * (distributed.world_size() / values).to(error.dtype)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
     scheduler.step()
-    return total_error / values, total, grad_norm
+    total_error, total, norm = torch.stack([totals[0], totals[1], grad_norm.detach().double()]).tolist()
+    return total_error / max(1.0, total * per_count), total, norm
