@@ -125,7 +125,8 @@ class DualMasking(nn.Module):
             else:
                 pick = _rand((B,), generator, device) < self.p_intra
                 mask = torch.where(pick[:, None, None], intra, inter)
-        mask = (mask & present[:, :, None] & valid[:, None, :]).to(x.device)
+        # drawn on the generator's device (the CPU in training); the copy to x's device does not wait for it
+        mask = (mask & present[:, :, None] & valid[:, None, :]).to(x.device, non_blocking=True)
         return x.masked_fill(mask[..., None], 0.0), mask
 
 

@@ -59,22 +59,21 @@ class PretrainConfig(TrainOptions):
 
 
 def _inputs(batch: dict, modality: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The signal, its present-channel mask (B, C) and valid-patch mask (B, N), padding excluded.
+    """The signal on ``device``, its present-channel mask (B, C) and valid-patch mask (B, N), padding excluded.
 
     ECG has the manifest's lead mask; an EEG channel a recording lacks is stored as exact zeros
     (``eeg_channel_mask`` false), so a channel that is zero throughout its sample is absent: it is
-    neither masked nor reconstructed.  On CUDA the copies are asynchronous (the loader pins its
-    batches), so the host does not wait for the device's queue to drain at every step.
+    neither masked nor reconstructed.  The two masks stay on the CPU, where the masking draws from
+    its generator (the same masks on any device), computed from the batch before it moves; the signal
+    is copied asynchronously (the loader pins its batches on CUDA).  So on a GPU nothing here, nor in
+    the masking, waits for the device.
     """
-    x = batch[modality].to(device, non_blocking=True)  # asynchronous from the loader's pinned memory
-    B, C, N, _ = x.shape
-    if modality == "ecg":
-        present = batch["lead_mask"].to(device, non_blocking=True)
-    else:
-        present = x.abs().amax(dim=(-2, -1)) > 0
-    present = present & ~batch["pad"].to(device, non_blocking=True)[:, None]
-    valid = torch.arange(N, device=device)[None, :] < batch["n_patches"].to(device, non_blocking=True)[:, None]
-    return x, present, valid
+    signal = batch[modality]
+    B, C, N, _ = signal.shape
+    present = batch["lead_mask"] if modality == "ecg" else signal.abs().amax(dim=(-2, -1)) > 0
+    present = present.bool() & ~batch["pad"][:, None]
+    valid = torch.arange(N)[None, :] < batch["n_patches"][:, None]
+    return signal.to(device, non_blocking=True), present, valid
 
 
 def masking_options(config: PretrainConfig) -> dict:
