@@ -235,3 +235,29 @@ def test_sketches_of_a_real_record_agree_across_rate_filter_dtype_and_leads(shar
     # the source signal is the same whatever the recipe; at another rate or with other leads it is not
     assert rows[2]["fp_signal"] == original["fp_signal"]
     assert len({row["fp_signal"] for row in rows}) == len(rows) - 1
+
+
+def test_a_batch_hashes_each_record_as_signal_hash_does_whatever_its_range(shared_data):
+    """``prepare`` hashes a batch's records one by one from extremes it computes once; each record's
+    ``fp_signal`` must still be :func:`signal_hash` of that record alone: int16 values for one under
+    32.767 mV, int32 for one over it (a lead scaled up), a NaN gap hashed as the zeros it becomes."""
+    from physiofm.corpora.base import Record, Signal
+    from physiofm.preprocess import ecg
+    from physiofm.preprocess.recipe import load_recipe
+
+    x = _challenge(shared_data, "HR06000")
+    big = x.copy()
+    big[4] *= 40.0 / np.abs(big[4]).max()  # a 40-mV peak, past 32.767 mV: the int32 case
+    gap = x.copy()
+    gap[2, 100:140] = np.nan
+    signals = {"plain": x, "big": big, "gap": gap, "negative": -x}
+    records = [Record("t", name, name, {"ecg": Signal(data, 500.0, list(STANDARD_LEADS))}) for name, data in signals.items()]
+    _, rows, rejects = ecg.prepare(records, load_recipe("challenge", {"quality": {"drop": []}}))
+    assert not rejects and [row["q_amplitude"] for row in rows] == [False, True, False, False]
+    assert [row["q_nan"] for row in rows] == [False, False, True, False]
+    got = {row["record_id"]: row["fp_signal"] for row in rows}
+    present = np.ones(12, dtype=bool)
+    for name, data in signals.items():
+        assert got[name] == F.signal_hash(np.nan_to_num(data).astype(np.float32), 500.0, present), name
+    assert len(set(got.values())) == 4
+    assert np.abs(big).max() * 1000 > 32767 >= np.abs(x).max() * 1000

@@ -16,7 +16,7 @@ from physiofm.preprocess import fingerprint
 from physiofm.preprocess import transforms as T
 from physiofm.preprocess.faults import stage
 from physiofm.preprocess.leads import STANDARD_LEADS, lead_mapping, unmapped
-from physiofm.preprocess.quality import drop_reason, window_flags
+from physiofm.preprocess.quality import any_nan, drop_reason, extremes, window_flags
 from physiofm.preprocess.windows import WindowSpec, sample_key
 from physiofm.units import unit_scale
 
@@ -105,8 +105,8 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
         group_records = [m[1] for m in members]
         raw = np.stack([m[2] for m in members])
         present = np.stack([m[3] for m in members])
-        nan = np.isnan(raw)
-        if nan.any():
+        nan = any_nan(raw)
+        if nan is not None:
             raw[nan] = 0.0
         count = T.n_windows(T.resampled_length(length, fs, spec.fs), spec.samples, spec.pad_min)
         if count == 0:
@@ -130,6 +130,7 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
             )  # (R, W, 12, N, P)
         quality = recipe["quality"]
         with stage("quality"):
+            limits = extremes(raw)  # each lead's largest and smallest value: for the flags and fingerprints
             flags = window_flags(
                 raw,
                 nan,
@@ -140,9 +141,10 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
                 flat_ptp=quality["flat_ptp_mv"],
                 clip_fraction=quality["clip_fraction"],
                 amplitude_max=quality["amplitude_max_mv"],
+                limits=limits,
             )
         with stage("transform"):  # fp_signal, fp_sketch per window (physiofm.preprocess.fingerprint)
-            prints = fingerprint.ecg_columns(raw, fs, present, windows, list(STANDARD_LEADS), spec.fs)
+            prints = fingerprint.ecg_columns(raw, fs, present, windows, list(STANDARD_LEADS), spec.fs, limits)
         n_patches = np.minimum(spec.samples, valid - np.arange(count) * spec.samples)
         n_patches = -(-n_patches // spec.patch)
         keep = np.ones(windows.shape[:2], dtype=bool)

@@ -184,18 +184,30 @@ def window_sketches(windows: np.ndarray, fs: float, chosen: np.ndarray) -> tuple
 
 
 def ecg_columns(
-    raw: np.ndarray, fs: float, present: np.ndarray, windows: np.ndarray, channels: list[str], window_fs: float
+    raw: np.ndarray,
+    fs: float,
+    present: np.ndarray,
+    windows: np.ndarray,
+    channels: list[str],
+    window_fs: float,
+    limits: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[list[dict[str, str]]]:
     """The fingerprint columns of a batch of records: per record, per window ``{fp_signal, fp_sketch}``.
 
     ``raw`` (R, C, T) mV at ``fs`` (the mapped source signal), ``present`` (R, C), ``windows``
-    (R, W, C, N, P) as prepared at ``window_fs``.  Records that sketch the same leads are sketched
+    (R, W, C, N, P) as prepared at ``window_fs``; ``limits``: each channel's largest and smallest value
+    of ``raw``, (R, C) each, when the caller has them.  Records that sketch the same leads are sketched
     together.
     """
     n, count = windows.shape[:2]
-    micro = _micro(raw)
-    low, high = (micro.min(axis=(1, 2)), micro.max(axis=(1, 2))) if micro[0].size else (np.zeros(n), np.zeros(n))
-    exact = [_hash(micro[r], fs, present[r], low[r], high[r]) for r in range(n)]
+    if raw[0].size:
+        top, bottom = (raw.max(axis=-1), raw.min(axis=-1)) if limits is None else limits
+        # µV rounding is monotonic, so a record's extreme µV are its extreme values' µV: no pass over micro
+        high, low = _micro(top.max(axis=1)), _micro(bottom.min(axis=1))
+    else:
+        low, high = np.zeros(n), np.zeros(n)
+    # one record at a time: its µV values stay in the core's cache from rounding to hashing
+    exact = [_hash(_micro(raw[r]), fs, present[r], low[r], high[r]) for r in range(n)]
     chosen = slots(present, channels)
     flat = windows.reshape(n, count, windows.shape[2], -1)
     length = sketch_length(flat.shape[-1] / window_fs)
