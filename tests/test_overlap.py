@@ -251,7 +251,9 @@ def test_a_batch_hashes_each_record_as_signal_hash_does_whatever_its_range(share
     gap = x.copy()
     gap[2, 100:140] = np.nan
     signals = {"plain": x, "big": big, "gap": gap, "negative": -x}
-    records = [Record("t", name, name, {"ecg": Signal(data, 500.0, list(STANDARD_LEADS))}) for name, data in signals.items()]
+    records = [
+        Record("t", name, name, {"ecg": Signal(data, 500.0, list(STANDARD_LEADS))}) for name, data in signals.items()
+    ]
     _, rows, rejects = ecg.prepare(records, load_recipe("challenge", {"quality": {"drop": []}}))
     assert not rejects and [row["q_amplitude"] for row in rows] == [False, True, False, False]
     assert [row["q_nan"] for row in rows] == [False, False, True, False]
