@@ -100,7 +100,8 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
             continue
         groups[(fs, data.shape[1])].append((position, record, data, present))
 
-    outputs: dict[int, tuple[list[dict], np.ndarray]] = {}  # record position -> (rows, windows)
+    # record position -> (rows, its group's kept windows, where the record's are in them)
+    outputs: dict[int, tuple[list[dict], np.ndarray, int, int]] = {}
     for (fs, length), members in groups.items():
         group_records = [m[1] for m in members]
         raw = np.stack([m[2] for m in members])
@@ -123,7 +124,8 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
             continue
         with stage("transform"):
             filtered = T.filter_section(raw, fs, spec.fs, recipe["filter"])
-            filtered *= present[..., None]  # absent leads stay exactly zero
+            if not present.all():
+                filtered *= present[..., None]  # absent leads stay exactly zero
             valid = filtered.shape[-1]
             windows = T.to_windows(
                 filtered.astype(np.float32, copy=False), spec.samples, spec.patch, count
@@ -150,6 +152,9 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
         keep = np.ones(windows.shape[:2], dtype=bool)
         for name in drop:
             keep &= ~flags[f"q_{name}"]
+        selected = windows[keep]  # the group's kept windows in record order: one copy
+        ends = np.cumsum(keep.sum(axis=1)).tolist()
+        flag_values = {name: values.tolist() for name, values in flags.items()}
         for r, record in enumerate(group_records):
             rows: list[dict] = []
             base = {
@@ -164,7 +169,7 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
                 "ecg_skipped": [*record.skipped, *_unmapped(tuple(record.signals["ecg"].channels))],
             }
             for w in range(count):
-                row_flags = {name: bool(values[r, w]) for name, values in flags.items()}
+                row_flags = {name: values[r][w] for name, values in flag_values.items()}
                 if not keep[r, w]:
                     rejects.append(
                         Reject(
@@ -184,13 +189,12 @@ def prepare(records: list[Record], recipe: dict) -> tuple[dict[str, np.ndarray],
                         **record.meta,
                     }
                 )
-            outputs[members[r][0]] = (rows, windows[r][keep[r]])
+            outputs[members[r][0]] = (rows, selected, ends[r - 1] if r else 0, ends[r])
     ordered = [outputs[p] for p in sorted(outputs)]
-    rows = [row for record_rows, _ in ordered for row in record_rows]
-    kept = [array for _, array in ordered if len(array)]
-    arrays = (
-        np.concatenate(kept).astype(dtype, copy=False)
-        if kept
-        else np.zeros((0, *sample_shape(recipe)["ecg"]), dtype=dtype)
-    )
-    return {"ecg": arrays}, rows, rejects
+    rows = [row for record_rows, *_ in ordered for row in record_rows]
+    if len({id(selected) for _, selected, *_ in ordered}) == 1:  # one group (nearly always): already in order
+        arrays = ordered[0][1]
+    else:
+        kept = [selected[start:stop] for _, selected, start, stop in ordered if stop > start]
+        arrays = np.concatenate(kept) if kept else np.zeros((0, *sample_shape(recipe)["ecg"]), dtype=dtype)
+    return {"ecg": arrays.astype(dtype, copy=False)}, rows, rejects
