@@ -322,3 +322,19 @@ def test_non_ascii_names_in_headers_do_not_crash(shared_data, tmp_path):
     assert record.signals["ecg"].data.shape[1] == clean.shape[1]
     data, channels, _ = read_signals(fs, folder, parse_header(header.read_bytes().decode("latin-1")), "HR06000")
     assert channels[0] == "I\xff\xfe" and data.tobytes() == clean.tobytes()
+
+
+def test_header_fields_split_only_at_c_whitespace_whatever_else_a_line_holds():
+    """``parse_header`` splits fields at space, tab, VT and FF only (C's ``isspace``, as WFDB does),
+    on its fast path (``str.split`` when nothing else that Python calls a space is in the line) and
+    off it: a channel description keeps its NBSP, NEL or file-separator characters, and is the
+    same as when those characters are not there."""
+    from physiofm.corpora.wfdb_format import parse_header
+
+    for odd in ("", "\xa0", "\x85", "\x1c", "\u2003"):
+        text = (
+            f"rec 2 500 10\nrec.dat 16 1000/mV 16 0 0 0 0 MLII{odd}lead  x\nrec.dat 16\t200(5)/uV 16 0 0 0 0 V5\f\v\n"
+        )
+        header = parse_header(text)
+        assert [s.description for s in header.signals] == [f"MLII{odd}lead x", "V5"]
+        assert [(s.gain, s.baseline, s.units) for s in header.signals] == [(1000.0, 0, "mV"), (200.0, 5, "uV")]

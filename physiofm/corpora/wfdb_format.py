@@ -137,8 +137,14 @@ def _integer(token: str, what: str, line: str) -> int:
 _BLANK = " \t\v\f"  # what separates header fields (C's isspace): not the NBSP or NEL of a latin-1 name
 
 
+_SEPARATOR = re.compile(r"[ \t\v\f]+")
+_OTHER_SPACE = re.compile("[\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+
+
 def _fields(line: str) -> list[str]:
-    return [token for token in re.split(r"[ \t\v\f]+", line) if token]
+    if _OTHER_SPACE.search(line) is None:  # nearly always: then str.split splits exactly there (no \n, \r here)
+        return line.split()
+    return [token for token in _SEPARATOR.split(line) if token]
 
 
 def parse_header(text: str) -> Header:
@@ -170,7 +176,9 @@ def parse_header(text: str) -> Header:
         match = _FMT.match(parts[1])
         if not match:
             raise HeaderError(f"signal format {parts[1]!r} not understood in {line!r}")
-        fmt, spf, skew, offset = (int(g) if g else d for g, d in zip(match.groups(), (0, 1, 0, 0)))
+        fmt_, spf_, skew_, offset_ = match.groups()
+        fmt, spf = int(fmt_), int(spf_) if spf_ else 1
+        skew, offset = int(skew_) if skew_ else 0, int(offset_) if offset_ else 0
         if spf < 1:
             raise HeaderError(f"{spf} samples per frame in {line!r}")
         gain, baseline, units = DEFAULT_GAIN, None, "mV"
