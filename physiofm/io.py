@@ -131,8 +131,8 @@ def atomic_write(fs, path: str, mode: str = "wb", *, durable: bool = True) -> It
         handle.close()
 
 
-def write_bytes(fs, path: str, data: bytes) -> None:
-    with atomic_write(fs, path) as handle:
+def write_bytes(fs, path: str, data: bytes, *, durable: bool = True) -> None:
+    with atomic_write(fs, path, durable=durable) as handle:
         handle.write(data)
 
 

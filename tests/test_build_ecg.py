@@ -151,6 +151,37 @@ def test_build_killed_while_filling_zarr_resumes_to_the_same_bytes(archive, tmp_
     assert_store_consistent(out)
 
 
+def test_markers_left_empty_or_cut_short_by_a_machine_crash_make_their_tasks_run_again(archive, tmp_path):
+    """Task markers are renamed into place without fsync, like the shards: a crash of the machine can
+    leave one empty (ext4 commits the rename before the data) or cut short.  The resumed build drops
+    such markers, runs those unit and Zarr tasks again, and ends byte-identical to an uninterrupted one."""
+    reference = tmp_path / "reference"
+    build(str(archive), str(reference), jobs=1, shard_size=6, recipe_overrides=SMALL_ZARR)
+    out = tmp_path / "store"
+    code = (
+        "import os, signal; from physiofm.store.build import build\n"
+        "def progress(stage, done, total):\n"
+        "    if stage == 'zarr' and done == 3: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"build({str(archive)!r}, {str(out)!r}, jobs=1, shard_size=6, recipe_overrides={SMALL_ZARR!r}, "
+        "progress=progress)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    units = sorted((out / "_build").glob("unit-*.json"))
+    zarrs = sorted((out / "_build").glob("zarr-*.json"))
+    assert len(units) == 8 and len(zarrs) == 3
+    units[2].write_bytes(b"")
+    units[5].write_bytes(units[5].read_bytes()[:200])
+    zarrs[1].write_bytes(b"")
+    zarrs[2].write_bytes(b"[1, 2]")  # JSON, but not a marker
+    (out / "wds" / "shard-000002.tar").write_bytes(b"")  # its unit's marker is gone: replaced whatever it holds
+    summary = build(str(archive), str(out), jobs=2, shard_size=6, recipe_overrides=SMALL_ZARR)
+    assert summary["status"] == "built"
+    assert tree_bytes(out) == tree_bytes(reference)
+    assert_store_consistent(out)
+
+
 # ---- bad input -------------------------------------------------------------------------------
 
 

@@ -9,8 +9,9 @@ How a build stays correct when it is killed, resumed, or run with any number of 
   transforms them in batches, streams samples into its shard (published atomically) and
   then writes its marker ``_build/unit-{k:06d}.json`` (rows and rejects, the shard's size and
   sha256), also atomically.  A unit with a marker is done; a resumed build skips it, unless its
-  shard is not the size the marker says (shards are renamed into place without waiting for the
-  disk, so only a crash of the machine can leave one short): then the unit runs again.
+  shard is not the size the marker says, or the marker cannot be read (shards and markers are
+  renamed into place without waiting for the disk, so only a crash of the machine can leave one
+  empty or short): then the unit runs again.
 * When every unit is done, the row count of each unit (hence where its samples go) is known:
   the parent creates the Zarr arrays at their final size and hands out *Zarr tasks*, each
   filling whole Zarr shards (``zarr_shard_rows`` samples) from the tar shards that hold them,
@@ -89,6 +90,22 @@ def _fingerprint(corpus: str, source: str, recipe: dict) -> dict:
         "recipe_hash": recipe_hash(recipe),
         "schema_version": schema.SCHEMA_VERSION,
     }
+
+
+def read_marker(store: Layout, path: str) -> dict | None:
+    """A task's marker, or None when there is none or it cannot be read (then it is removed and its task
+    runs again): markers are renamed into place without ``fsync``, so a crash of the machine can leave
+    one empty or cut short."""
+    try:
+        marker = json.loads(store.fs.cat_file(path))
+    except FileNotFoundError:
+        return None
+    except ValueError:  # not JSON (empty, cut short) or not text
+        marker = None
+    if isinstance(marker, dict) and isinstance(marker.get("index"), int):
+        return marker
+    store.fs.rm(path)
+    return None
 
 
 def _remove_unpublished(store: Layout) -> None:
@@ -243,8 +260,8 @@ def build(
         _remove_unpublished(store)
         markers: dict[int, dict] = {}
         for path in store.fs.glob(store.state(L.UNIT_MARKERS)):
-            marker = json.loads(store.fs.cat_file(path))
-            markers[marker["index"]] = marker
+            if (marker := read_marker(store, path)) is not None:
+                markers[marker["index"]] = marker
         if markers:  # shards are published without fsync: after a crash of the machine one may be short
             sizes = store.shard_sizes()
             for index, marker in list(markers.items()):
@@ -269,7 +286,7 @@ def build(
         ordered = [markers[i] for i in range(total_units)]
         zarr_tasks, shapes = _plan_zarr(store, ordered, modalities, resolved["output"])
         total = len(zarr_tasks)
-        zarr_markers = {t.index: store.read_json(store.state(L.zarr_marker(t.index))) for t in zarr_tasks}
+        zarr_markers = {t.index: read_marker(store, store.state(L.zarr_marker(t.index))) for t in zarr_tasks}
         zarr_markers = {index: marker for index, marker in zarr_markers.items() if marker is not None}
         zarr_tasks = [t for t in zarr_tasks if t.index not in zarr_markers]
         if progress:
