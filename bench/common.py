@@ -36,8 +36,8 @@ def _memory(process: psutil.Process) -> int:
 
 def measure_command(command: list[str], cwd: Path | None = None, literal: bool = True) -> dict:
     """Run ``command``; return its wall time, its CPU time (user + system of the process and its
-    descendants: what other processes' load does not inflate much), the peak memory of its process
-    tree (summed PSS, MB, sampled every 20 ms or, where a sample is slow, less often) and the Python
+    descendants: what other processes' load does not inflate much; ``sys_s`` the system part), the peak
+    memory of its process tree (summed PSS, MB, sampled every 20 ms or, where a sample is slow, less often) and the Python
     literal it printed last (``result``; None with ``literal=False``, for a command that prints text)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -73,6 +73,7 @@ def measure_command(command: list[str], cwd: Path | None = None, literal: bool =
     return {
         "seconds": seconds,
         "cpu_s": cpu,
+        "sys_s": after.ru_stime - used.ru_stime,
         "peak_mb": peak / 2**20,
         "result": ast.literal_eval(stdout.strip().splitlines()[-1]) if literal else None,
     }
