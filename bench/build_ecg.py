@@ -20,11 +20,11 @@ the ratios are printed for each variant's best round and for its median round.  
 here a round can also be *faster* than usual (the naive script took 7.5-12.2 s in one run, its CPU
 time 7.7-12.4 s): the first touch of memory the VM has not used for a while is slow, and a variant
 that runs where another has just freed memory skips that cost.  The best round rewards such luck;
-the median does not.  The system part of the CPU time is printed too: on these VMs memory freed for
-a while goes back to the host, and a process that grows (its heap, or the page cache as it writes
-files) then takes page faults the host serves, about 3 ms a MB (the same 265 MB written to new files
-took 0.08 s, and 0.77 s a moment later once recently freed memory was used up); a round with several
-seconds of system time met that.
+the median does not.  The system part of the CPU time is printed too: these VMs run a DAMON ``pageout``
+scheme (``/sys/kernel/mm/damon``) that reclaims memory left untouched for a moment and hands it back
+to the host, so a process that grows (its heap, or the page cache as it writes files) takes page
+faults the host serves, about 3 ms a MB when no recently freed memory is left (the same 265 MB written
+to new files took 0.08 s, and 0.77 s a moment later); a round with seconds of system time met that.
 Usage: ``python bench/build_ecg.py [--sizes 4000] [--rounds 3]``.
 """
 
