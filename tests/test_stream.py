@@ -484,3 +484,32 @@ def test_slots_are_reused_without_overwriting_kept_batches(ecg_store):
             torch.testing.assert_close(batch["ecg"], copy, rtol=0, atol=0)
     receiver = loader.receiver
     assert 0 < len(receiver.slots) <= loader.spec.flags.numel()  # slots were reused, not one per batch
+
+
+def test_the_index_reads_only_the_manifest_columns_it_uses_and_matches_a_full_read(ecg_store, monkeypatch):
+    """``StoreIndex.load`` reads the columns it needs (and those a filter names, dict or expression): the
+    fingerprints (``fp_sketch``: about 540 bytes a row, most of a manifest) stay on disk.  What it
+    builds is what the whole manifest gives, computed here from a full read."""
+    from physiofm.train.data.index import StoreIndex
+
+    read = []
+    real = pl.read_parquet
+    monkeypatch.setattr(
+        pl,
+        "read_parquet",
+        lambda source, columns=None, **kw: read.append(columns) or real(source, columns=columns, **kw),
+    )
+    index = StoreIndex.load(str(ecg_store), labels=["age"], filters=(pl.col("sex") == "female") & ~pl.col("q_flat"))
+    manifest_columns = [c for c in read if c and "key" in c]
+    assert len(manifest_columns) == 1 and {"sex", "q_flat", "age", "key"} <= set(manifest_columns[0])
+    assert not {"fp_sketch", "fp_signal", "source_path", "record_id"} & set(manifest_columns[0])
+
+    full = real(ecg_store / "manifest.parquet").with_row_index("_row")
+    chosen = full.filter((pl.col("sex") == "female") & ~pl.col("q_flat")).sort("shard", "shard_pos")
+    assert 0 < len(index) < full.height
+    assert index.rows.tolist() == chosen["_row"].to_list() and index.keys == chosen["key"].to_list()
+    expected = chosen["age"].cast(pl.Float32).fill_null(float("nan")).to_numpy()
+    np.testing.assert_array_equal(index.labels[:, 0], expected)
+    np.testing.assert_array_equal(index.lead_mask, np.array(chosen["ecg_lead_mask"].to_list(), dtype=bool))
+    with pytest.raises(ValueError, match="lacks"):
+        StoreIndex.load(str(ecg_store), filters={"no_such_column": 1})

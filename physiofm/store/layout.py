@@ -200,6 +200,11 @@ class Layout:
         with self.fs.open(self.table(name), "rb") as handle:
             return pl.read_parquet(handle, columns=columns)
 
+    def table_columns(self, name: str) -> list[str]:
+        """A table's column names, from its Parquet footer (no column is read)."""
+        with self.fs.open(self.table(name), "rb") as handle:
+            return list(pl.read_parquet_schema(handle))
+
     def read_hashed(self, path: str) -> tuple[bytes, int, str]:
         """The bytes of a (small) file, its size and its sha256, in one read."""
         with self.fs.open(path, "rb") as handle:

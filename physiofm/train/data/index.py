@@ -69,6 +69,19 @@ def _filter_expr(filters: Filters, columns: Sequence[str]) -> pl.Expr | None:
     return pl.all_horizontal(exprs) if exprs else None
 
 
+def _needed(
+    columns: Sequence[str], modalities: Sequence[str], labels: Sequence[str], expr: pl.Expr | None
+) -> list[str]:
+    """The manifest columns :meth:`StoreIndex.load` uses, in the table's order: a store's fingerprints and
+    descriptive columns are most of its manifest's memory (``fp_sketch`` alone about 540 bytes a row)."""
+    wanted = {"key", "shard", "shard_pos", "n_patches", *labels, *(f"{m}_unit" for m in modalities)}
+    if "ecg" in modalities:
+        wanted.add("ecg_lead_mask")
+    if expr is not None:
+        wanted.update(expr.meta.root_names())
+    return [name for name in columns if name in wanted]
+
+
 @dataclass
 class StoreIndex:
     """What the datasets need from a store, for the selected samples only, as numpy arrays.
@@ -112,12 +125,14 @@ class StoreIndex:
         if info is None:
             raise FileNotFoundError(f"{store} is not a complete physiofm store (no {BUILD_INFO})")
         shards = layout.read_table("shards")
-        manifest = layout.read_table("manifest").with_row_index("_row")
         available = tuple(info["modalities"])
         chosen = tuple(modalities or available)
         if missing := [m for m in chosen if m not in available]:
             raise ValueError(f"{store} has modalities {list(available)}, not {missing}")
-        if (expr := _filter_expr(filters, manifest.columns)) is not None:
+        columns = layout.table_columns("manifest")
+        expr = _filter_expr(filters, columns)
+        manifest = layout.read_table("manifest", _needed(columns, chosen, labels, expr)).with_row_index("_row")
+        if expr is not None:
             manifest = manifest.filter(expr)
         if rows is not None:
             manifest = manifest.filter(pl.col("_row").is_in(np.asarray(rows, dtype=np.int64).tolist()))
