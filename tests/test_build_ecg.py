@@ -101,20 +101,28 @@ def test_killed_build_resumes_to_the_same_bytes(archive, reference, tmp_path):
     assert tree_bytes(out) == tree_bytes(reference)
 
 
+def build_killed_at(archive, out, stage: str, done: int, overrides: dict | None = None) -> None:
+    """A one-process build of ``archive`` into ``out`` (shards of 6) that SIGKILLs itself once ``done``
+    tasks of ``stage`` (``units`` or ``zarr``) are finished: tasks run in order, so which are done is known."""
+    extra = f", recipe_overrides={overrides!r}" if overrides else ""
+    code = (
+        "import os, signal; from physiofm.store.build import build\n"
+        "def progress(stage, done, total):\n"
+        f"    if stage == {stage!r} and done == {done}: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"build({str(archive)!r}, {str(out)!r}, jobs=1, shard_size=6{extra}, progress=progress)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    assert not (out / "build.json").exists(), "the build finished before it could be killed"
+
+
 def test_shards_left_short_by_a_machine_crash_are_written_again(archive, reference, tmp_path):
     """Shards are renamed into place without fsync: after a crash of the machine (not of the build) a
     finished unit's shard can be empty or short although its marker survived.  The resumed build
     finds that from the sizes and runs those units again."""
     out = tmp_path / "store"
-    code = (
-        "import os, signal; from physiofm.store.build import build\n"
-        "def progress(stage, done, total):\n"
-        "    if stage == 'units' and done == 5: os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"build({str(archive)!r}, {str(out)!r}, jobs=1, shard_size=6, progress=progress)"
-    )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
-    assert proc.wait(timeout=120) == -signal.SIGKILL
+    build_killed_at(archive, out, "units", 5)
     shards = sorted((out / "wds").glob("shard-*.tar"))
     assert len(shards) == 5 and len(list((out / "_build").glob("unit-*.json"))) == 5
     shards[1].write_bytes(b"")  # what ext4 can leave of a file whose data never reached the disk
@@ -131,18 +139,7 @@ def test_build_killed_while_filling_zarr_resumes_to_the_same_bytes(archive, tmp_
     reference = tmp_path / "reference"
     build(str(archive), str(reference), jobs=1, shard_size=6, recipe_overrides=SMALL_ZARR)
     out = tmp_path / "store"
-    # The build (one process: tasks run in order) SIGKILLs itself once two Zarr tasks are done.
-    code = (
-        "import os, signal; from physiofm.store.build import build\n"
-        "def progress(stage, done, total):\n"
-        "    if stage == 'zarr' and done == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"build({str(archive)!r}, {str(out)!r}, jobs=1, shard_size=6, recipe_overrides={SMALL_ZARR!r}, "
-        "progress=progress)"
-    )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
-    assert proc.wait(timeout=120) == -signal.SIGKILL
-    assert not (out / "build.json").exists(), "the build finished before it could be killed"
+    build_killed_at(archive, out, "zarr", 2, SMALL_ZARR)  # once two Zarr tasks are done
     assert len(list((out / "_build").glob("unit-*.json"))) == 8  # every shard was written
     assert len(list((out / "_build").glob("zarr-*.json"))) == 2  # of 6 Zarr tasks
     summary = build(str(archive), str(out), jobs=2, shard_size=6, recipe_overrides=SMALL_ZARR)
@@ -158,16 +155,7 @@ def test_markers_left_empty_or_cut_short_by_a_machine_crash_make_their_tasks_run
     reference = tmp_path / "reference"
     build(str(archive), str(reference), jobs=1, shard_size=6, recipe_overrides=SMALL_ZARR)
     out = tmp_path / "store"
-    code = (
-        "import os, signal; from physiofm.store.build import build\n"
-        "def progress(stage, done, total):\n"
-        "    if stage == 'zarr' and done == 3: os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"build({str(archive)!r}, {str(out)!r}, jobs=1, shard_size=6, recipe_overrides={SMALL_ZARR!r}, "
-        "progress=progress)"
-    )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
-    assert proc.wait(timeout=120) == -signal.SIGKILL
+    build_killed_at(archive, out, "zarr", 3, SMALL_ZARR)
     units = sorted((out / "_build").glob("unit-*.json"))
     zarrs = sorted((out / "_build").glob("zarr-*.json"))
     assert len(units) == 8 and len(zarrs) == 3
