@@ -69,6 +69,7 @@ bench: setup
 	$(BIN)/python bench/build_emotion.py --subjects 8
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/index_load.py
 	$(BIN)/python bench/encoder.py
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/feed.py
