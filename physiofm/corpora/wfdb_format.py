@@ -137,7 +137,7 @@ def _integer(token: str, what: str, line: str) -> int:
 _BLANK = " \t\v\f"  # what separates header fields (C's isspace): not the NBSP or NEL of a latin-1 name
 
 
-_SEPARATOR = re.compile(r"[ \t\v\f]+")
+_SEPARATOR = re.compile(f"[{_BLANK}]+")
 _OTHER_SPACE = re.compile("[\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 
 
