@@ -313,3 +313,26 @@ def test_build_to_s3_matches_the_local_build(archive, reference, s3_bucket):
     local = tree_bytes(reference)
     assert sorted(remote) == sorted(local)
     assert all(remote[name] == local[name] for name in local)
+
+
+def test_a_leftover_that_vanishes_while_being_cleared_is_not_an_error(archive, tmp_path, monkeypatch):
+    """A resumed build clears temporary shards that killed workers left.  A task orphaned by a dead Dask
+    client may still be running and publish (rename) its temporary file between the listing and the
+    removal; the build must go on (seen in CI as a FileNotFoundError from ``fs.rm``)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    out = tmp_path / "store"
+    (out / "wds").mkdir(parents=True)
+    (out / "wds" / ".shard-000000.tar.tmp-1-aaaa").write_bytes(b"partial")
+    real_glob = LocalFileSystem.glob
+
+    def glob_then_publish(self, path, **kwargs):
+        found = real_glob(self, path, **kwargs)
+        if ".tmp-" in str(path):
+            for name in found:  # the orphan renames its file as soon as it has been listed
+                os.replace(name, name.replace(".shard-000000.tar.tmp-1-aaaa", "orphan-published.tar"))
+        return found
+
+    monkeypatch.setattr(LocalFileSystem, "glob", glob_then_publish)
+    summary = build(str(archive), str(out), jobs=1, shard_size=6)
+    assert summary["status"] == "built"

@@ -109,9 +109,15 @@ def read_marker(store: Layout, path: str) -> dict | None:
 
 
 def _remove_unpublished(store: Layout) -> None:
-    """Remove shards a killed worker left under their temporary names (never published)."""
+    """Remove shards a killed worker left under their temporary names (never published).
+
+    A task orphaned by a dead client may still be running (on a Dask worker): between the listing and
+    the removal it can publish or drop its temporary file, which is then simply gone."""
     for leftover in store.fs.glob(store.path(L.WDS, L.UNPUBLISHED)):
-        store.fs.rm(leftover)
+        try:
+            store.fs.rm(leftover)
+        except FileNotFoundError:
+            pass
 
 
 def _shard_rows(ordered: list[dict]) -> list[dict]:
